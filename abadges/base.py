@@ -1,0 +1,162 @@
+"""Badge definitions: `Badge`, `BadgeAwarded` and `BadgeDetail`, at brabeion's import path."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+from .exceptions import BadgeDefinitionError, InvalidAwardError, InvalidLevelError
+
+__all__ = ["Badge", "BadgeAwarded", "BadgeDetail"]
+
+#: Longest slug the awards table can hold.
+MAX_SLUG_LENGTH = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class BadgeDetail:
+    """The name and optional description of one level of a badge."""
+
+    name: str
+    description: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BadgeAwarded:
+    """What `Badge.award()` returns when the user has earned the badge.
+
+    `level` is 1-indexed and may be left out when the badge has a single level.
+    """
+
+    level: int | None = None
+
+
+class Badge:
+    """Base class of every badge.
+
+    Subclasses set `slug`, `levels` and `events`, optionally `multiple` and `deferred`, and
+    define `award(**state)`, a plain method or a coroutine. On an instance, `levels` is a tuple
+    of `BadgeDetail`; the class attribute is left as written.
+    """
+
+    slug: str
+    levels: Sequence[str | BadgeDetail]
+    events: Sequence[str]
+    #: May the same user hold this badge more than once? Only for single-level badges.
+    multiple: bool = False
+    #: Evaluate `award()` outside the request, in a worker, with the state `freeze()` returns.
+    deferred: bool = False
+
+    def __init__(self) -> None:
+        self.levels = tuple(
+            level if isinstance(level, BadgeDetail) else BadgeDetail(level)
+            for level in type(self).levels
+        )
+
+    def award(self, **state: Any) -> BadgeAwarded | Awaitable[BadgeAwarded | None] | None:
+        """Decide whether the user in `state["user"]` has earned this badge, and at which level."""
+        raise NotImplementedError  # pragma: no cover - register() refuses classes without it
+
+    def freeze(self, **state: Any) -> dict[str, Any] | Awaitable[dict[str, Any]]:
+        """Capture, at event time, the state a deferred `award()` will be given later."""
+        return state
+
+    def detail(self, level: int) -> BadgeDetail:
+        """The `BadgeDetail` of a 1-indexed level."""
+        self.check_level(level)
+        detail = self.levels[level - 1]
+        assert isinstance(detail, BadgeDetail)
+        return detail
+
+    def check_level(self, level: object) -> int:
+        """Return `level` if it is a level of this badge; raise `InvalidLevelError` otherwise."""
+        if not self._is_level(level):
+            raise InvalidLevelError(
+                f"Badge {self.slug!r} has {len(self.levels)} level(s); "
+                f"level {level!r} is out of range."
+            )
+        assert isinstance(level, int)
+        return level
+
+    def level_awarded(self, result: object) -> int | None:
+        """The level a result of `award()` grants, or None when it grants nothing.
+
+        Raises `InvalidAwardError` or `InvalidLevelError` when the result cannot be recorded.
+        """
+        if result is None:
+            return None
+        if not isinstance(result, BadgeAwarded):
+            raise InvalidAwardError(
+                f"Badge {self.slug!r} award() returned {result!r}; expected a BadgeAwarded or None."
+            )
+        level = result.level
+        if level is None and len(self.levels) == 1:
+            return 1
+        if level is None:
+            raise InvalidLevelError(
+                f"Badge {self.slug!r} has {len(self.levels)} levels; "
+                "award() returned BadgeAwarded() without a level."
+            )
+        if not self._is_level(level):
+            raise InvalidLevelError(
+                f"Badge {self.slug!r} has {len(self.levels)} level(s); "
+                f"BadgeAwarded(level={level!r}) is out of range."
+            )
+        return level
+
+    def _is_level(self, level: object) -> bool:
+        return (
+            isinstance(level, int)
+            and not isinstance(level, bool)
+            and 1 <= level <= len(self.levels)
+        )
+
+
+def check_definition(cls: object) -> None:
+    """Raise `BadgeDefinitionError` naming the class and the attribute if `cls` is no usable
+    badge."""
+    if not (isinstance(cls, type) and issubclass(cls, Badge)):
+        raise BadgeDefinitionError(f"register() takes a Badge subclass; got {cls!r}.")
+    name = cls.__qualname__
+    if hasattr(cls, "async"):
+        raise BadgeDefinitionError(
+            f"{name} sets 'async', brabeion's flag for deferred badges; "
+            "rename it to 'deferred = True'."
+        )
+    for attribute in ("slug", "levels", "events"):
+        if not hasattr(cls, attribute):
+            raise BadgeDefinitionError(f"{name} has no {attribute!r} attribute.")
+    slug = cls.slug
+    if not isinstance(slug, str) or not slug.strip() or "\x00" in slug:
+        raise BadgeDefinitionError(f"{name}.slug must be a non-empty string; got {slug!r}.")
+    if len(slug) > MAX_SLUG_LENGTH:
+        raise BadgeDefinitionError(
+            f"{name}.slug is {len(slug)} characters long; the limit is {MAX_SLUG_LENGTH}."
+        )
+    _check_list(name, "levels", cls.levels, (str, BadgeDetail))
+    _check_list(name, "events", cls.events, (str,))
+    for attribute in ("multiple", "deferred"):
+        value = getattr(cls, attribute)
+        if not isinstance(value, bool):
+            raise BadgeDefinitionError(f"{name}.{attribute} must be True or False; got {value!r}.")
+    if cls.multiple and len(cls.levels) > 1:
+        raise BadgeDefinitionError(
+            f"{name} sets multiple = True with {len(cls.levels)} levels; "
+            "a badge awarded more than once must have a single level."
+        )
+    if cls.award is Badge.award:
+        raise BadgeDefinitionError(f"{name} does not define award(self, **state).")
+
+
+def _check_list(name: str, attribute: str, value: object, kinds: tuple[type, ...]) -> None:
+    expected = " or ".join(kind.__name__ for kind in kinds)
+    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+        raise BadgeDefinitionError(
+            f"{name}.{attribute} must be a non-empty list of {expected}; got {value!r}."
+        )
+    for item in value:
+        if not isinstance(item, kinds) or (isinstance(item, str) and not item):
+            raise BadgeDefinitionError(
+                f"{name}.{attribute} must hold non-empty {expected} items; got {item!r}."
+            )

@@ -1,0 +1,287 @@
+"""`BadgeRegistry`: registers badges, evaluates them on events, records and queries awards."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+
+from ._utils import maybe_await
+from .base import Badge, BadgeDetail, check_definition
+from .config import Settings
+from .exceptions import (
+    BadgeAlreadyRegisteredError,
+    BadgeNotRegisteredError,
+    ConfigurationError,
+    InvalidStateError,
+    NotConnectedError,
+)
+from .storage import Award, AwardStore, NewAward
+from .users import identify
+
+__all__ = ["AwardCallback", "BadgeRegistry"]
+
+logger = logging.getLogger("abadges")
+
+AwardCallback = Callable[[Award], Awaitable[None] | None]
+BadgeClass = TypeVar("BadgeClass", bound=type[Badge])
+Callback = TypeVar("Callback", bound=AwardCallback)
+
+
+class BadgeRegistry:
+    """The badges of an application, and the awards they have given.
+
+    `abadges.badges` is the default instance; build your own for tests or for several
+    independent badge sets.
+    """
+
+    def __init__(self) -> None:
+        self._badges: dict[str, Badge] = {}
+        self._events: dict[str, list[Badge]] = {}
+        self._callbacks: list[AwardCallback] = []
+        self._overrides: dict[str, Any] = {}
+        self._settings: Settings | None = None
+        self._store: AwardStore | None = None
+
+    # Definitions ------------------------------------------------------------------------------
+
+    def register(self, badge_class: BadgeClass) -> BadgeClass:
+        """Validate and register a `Badge` subclass; returns it, so it also works as a decorator.
+
+        Registering the same class again does nothing; another class with a registered slug
+        raises `BadgeAlreadyRegisteredError`.
+        """
+        check_definition(badge_class)
+        current = self._badges.get(badge_class.slug)
+        if current is not None:
+            if type(current) is badge_class:
+                return badge_class
+            raise BadgeAlreadyRegisteredError(
+                f"{badge_class.__qualname__}.slug is {badge_class.slug!r}, which "
+                f"{type(current).__qualname__} already registered."
+            )
+        badge = badge_class()
+        self._badges[badge.slug] = badge
+        for event in dict.fromkeys(badge.events):
+            self._events.setdefault(event, []).append(badge)
+        return badge_class
+
+    def get_badge(self, slug: str) -> Badge:
+        """The registered badge with this slug; `BadgeNotRegisteredError` if there is none."""
+        try:
+            return self._badges[slug]
+        except KeyError:
+            raise BadgeNotRegisteredError(
+                f"No badge with slug {slug!r} is registered; "
+                f"registered slugs: {sorted(self._badges)}."
+            ) from None
+
+    def on_award(self, callback: Callback) -> Callback:
+        """Call `callback(award)`, plain or async, once for each award recorded from now on.
+
+        Callbacks run after the award is committed, in the process that recorded it. A callback
+        that raises is logged; the award stays and the other callbacks still run.
+        """
+        self._callbacks.append(callback)
+        return callback
+
+    # Settings and connection ------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in force: those of the connection, or what `connect()` would use."""
+        if self._settings is not None:
+            return self._settings
+        return dataclasses.replace(Settings.from_env(), **self._overrides)
+
+    def configure(self, **overrides: Any) -> None:
+        """Override settings (see `abadges.config.Settings`); the `ABADGES_*` variables and the
+        defaults fill in the rest when `connect()` runs."""
+        if self._store is not None:
+            raise ConfigurationError("configure() was called while connected; disconnect first.")
+        known = {field.name for field in dataclasses.fields(Settings)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"configure() got unknown setting(s) {unknown}; the settings are {sorted(known)}."
+            )
+        self._overrides.update(overrides)
+
+    async def connect(self) -> None:
+        """Open the database. Does nothing when already connected."""
+        if self._store is not None:
+            return
+        settings = self.settings
+        store = AwardStore(settings.database_url, self._describe)
+        await store.connect()
+        self._settings, self._store = settings, store
+
+    async def disconnect(self) -> None:
+        """Close the database. Does nothing when not connected."""
+        store, self._store, self._settings = self._store, None, None
+        if store is not None:
+            await store.disconnect()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[BadgeRegistry]:
+        """`connect()` on entry and `disconnect()` on exit, even when cancelled."""
+        await self.connect()
+        try:
+            yield self
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.disconnect()
+
+    async def create_tables(self) -> None:
+        """Create the awards table and its indexes if they do not exist yet."""
+        await self._connected_store().create_tables()
+
+    # Awarding -----------------------------------------------------------------------------------
+
+    async def possibly_award_badge(self, event: str, **state: Any) -> list[Award]:
+        """Evaluate every badge listening to `event` for `state["user"]`; record what they award.
+
+        `force_timestamp`, a timezone-aware datetime, sets `awarded_at`; the badges do not see
+        it. Returns the awards this call recorded. An unknown event does nothing. A badge that
+        raises does not stop the others: their awards are recorded and announced first, then the
+        error propagates (an `ExceptionGroup` when several badges raised).
+        """
+        badges = self._events.get(event)
+        if not badges:
+            logger.debug("No badge listens to event %r.", event)
+            return []
+        awarded_at = _awarded_at(state.pop("force_timestamp", None))
+        if "user" not in state:
+            raise InvalidStateError(
+                f"possibly_award_badge({event!r}) needs a 'user' in its state; got {sorted(state)}."
+            )
+        user_id = identify(state["user"], self.settings.user_id)
+        store = self._connected_store()
+
+        new_awards: list[NewAward] = []
+        errors: list[Exception] = []
+        for badge in badges:
+            try:
+                level = await _evaluate(badge, state)
+            except Exception as exc:
+                exc.add_note(f"Raised by badge {badge.slug!r} on event {event!r}.")
+                errors.append(exc)
+                continue
+            if level is not None:
+                # Each event gives a `multiple` badge a new key, so the unique constraint lets
+                # its awards accumulate; the other badges share the empty key and are held once.
+                award_key = uuid.uuid4().hex if badge.multiple else ""
+                new_awards.append(NewAward(user_id, badge.slug, level, awarded_at, award_key))
+
+        recorded = await store.insert(new_awards)
+        await self._announce(recorded)
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise ExceptionGroup(f"{len(errors)} badges failed on event {event!r}", errors)
+        return recorded
+
+    async def _announce(self, recorded: list[Award]) -> None:
+        for award in recorded:
+            for callback in self._callbacks:
+                try:
+                    await maybe_await(callback(award))
+                except Exception:
+                    logger.exception(
+                        "on_award callback %r failed for badge %r level %d of user %r.",
+                        callback,
+                        award.slug,
+                        award.level,
+                        award.user_id,
+                    )
+
+    # Queries ------------------------------------------------------------------------------------
+
+    async def awards_for(self, user: Any) -> list[Award]:
+        """The user's awards, newest first. `user` is a user object or its identity."""
+        return await self._connected_store().awards_for(self._identify(user))
+
+    async def badge_count(self, user: Any) -> int:
+        """How many awards the user holds."""
+        return await self._connected_store().count_for(self._identify(user))
+
+    async def has_badge(self, user: Any, slug: str, level: int | None = None) -> bool:
+        """Does the user hold badge `slug` (at `level`, if given)?"""
+        self._check_badge(slug, level)
+        return await self._connected_store().holds(self._identify(user), slug, level)
+
+    async def holders(
+        self, slug: str, level: int | None = None, limit: int = 50, offset: int = 0
+    ) -> list[Award]:
+        """The awards of badge `slug` (of `level`, if given), newest first, a page at a time."""
+        self._check_badge(slug, level)
+        for name, value in (("limit", limit), ("offset", offset)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"holders() {name} must be a whole number >= 0; got {value!r}.")
+        return await self._connected_store().holders(slug, level, limit, offset)
+
+    async def award_counts(self) -> dict[str, dict[int, int]]:
+        """For every registered badge, how many awards each level has: `{slug: {level: n}}`."""
+        counts = await self._connected_store().counts()
+        return {
+            slug: {level: counts.get((slug, level), 0) for level in range(1, len(badge.levels) + 1)}
+            for slug, badge in self._badges.items()
+        }
+
+    async def revoke(self, user: Any, slug: str, level: int | None = None) -> int:
+        """Remove the user's awards of badge `slug` (of `level`, if given); return how many."""
+        self._check_badge(slug, level)
+        return await self._connected_store().delete(self._identify(user), slug, level)
+
+    # Helpers ------------------------------------------------------------------------------------
+
+    def _connected_store(self) -> AwardStore:
+        if self._store is None:
+            raise NotConnectedError(
+                "abadges is not connected: await badges.connect(), or use "
+                "`async with badges.lifespan():`, before touching awards."
+            )
+        return self._store
+
+    def _identify(self, user: Any) -> str:
+        return identify(user, self.settings.user_id)
+
+    def _check_badge(self, slug: str, level: int | None) -> None:
+        badge = self.get_badge(slug)
+        if level is not None:
+            badge.check_level(level)
+
+    def _describe(self, slug: str, level: int) -> BadgeDetail | None:
+        badge = self._badges.get(slug)
+        if badge is None or not 1 <= level <= len(badge.levels):
+            return None
+        return badge.detail(level)
+
+
+async def _evaluate(badge: Badge, state: dict[str, Any]) -> int | None:
+    if badge.deferred:
+        # Deferred badges are evaluated here, on the state freeze() captured, until the arq
+        # worker takes them out of the request.
+        state = await maybe_await(badge.freeze(**state))
+        if not isinstance(state, dict):
+            raise InvalidStateError(
+                f"Badge {badge.slug!r} freeze() returned {state!r}; expected a dict of state."
+            )
+    return badge.level_awarded(await maybe_await(badge.award(**state)))
+
+
+def _awarded_at(force_timestamp: object) -> datetime.datetime:
+    if force_timestamp is None:
+        return datetime.datetime.now(datetime.UTC)
+    if not isinstance(force_timestamp, datetime.datetime) or force_timestamp.utcoffset() is None:
+        raise InvalidStateError(
+            f"force_timestamp must be a timezone-aware datetime; got {force_timestamp!r}. "
+            "Pass e.g. datetime(2024, 5, 1, tzinfo=timezone.utc)."
+        )
+    return force_timestamp.astimezone(datetime.UTC)

@@ -1,0 +1,45 @@
+"""The awards table as SQLAlchemy Core; `metadata` is what Alembic users target."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+from .base import MAX_SLUG_LENGTH
+from .users import MAX_USER_ID_LENGTH
+
+__all__ = ["AWARD_KEY_LENGTH", "awards", "metadata"]
+
+#: Length of the key that tells the awards of a `multiple` badge apart (a UUID in hex).
+AWARD_KEY_LENGTH = 64
+
+metadata = sa.MetaData()
+
+
+def _text(length: int) -> sa.types.TypeEngine[str]:
+    # MySQL's string collations fold case or ignore trailing spaces, so "Bob", "bob" and "bob "
+    # would be one user to the unique constraint. Bytes compare exactly; 4 bytes a character.
+    return sa.String(length).with_variant(mysql.VARBINARY(4 * length), "mysql", "mariadb")
+
+
+awards = sa.Table(
+    "abadges_awards",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("user_id", _text(MAX_USER_ID_LENGTH), nullable=False),
+    sa.Column("slug", _text(MAX_SLUG_LENGTH), nullable=False),
+    sa.Column("level", sa.SmallInteger(), nullable=False),
+    sa.Column(
+        "awarded_at",
+        sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb"),
+        nullable=False,
+    ),
+    # Empty for badges held once; one key per event for `multiple` badges, so that the unique
+    # constraint below also makes a replayed event record nothing twice.
+    sa.Column("award_key", _text(AWARD_KEY_LENGTH), nullable=False, server_default=""),
+    sa.UniqueConstraint("user_id", "slug", "level", "award_key", name="abadges_awards_once"),
+    sa.Index("abadges_awards_user", "user_id", "awarded_at"),
+    sa.Index("abadges_awards_holders", "slug", "level", "awarded_at"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)

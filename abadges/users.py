@@ -1,0 +1,50 @@
+"""How a user object becomes the identity stored with its awards."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from .exceptions import InvalidStateError
+
+__all__ = ["MAX_USER_ID_LENGTH", "UserIdFunction", "UserRef", "default_user_id", "identify"]
+
+#: Longest identity the awards table can hold.
+MAX_USER_ID_LENGTH = 255
+
+UserIdFunction = Callable[[Any], object]
+
+
+@dataclasses.dataclass(frozen=True)
+class UserRef:
+    """A user known only by its identity, as stored with its awards."""
+
+    id: str
+
+
+def default_user_id(user: Any) -> object:
+    """`user.id` when the user has one, else the user itself (a str, int or UUID)."""
+    return getattr(user, "id", user)
+
+
+def identify(user: Any, user_id: UserIdFunction) -> str:
+    """The identity of `user` as stored: `user_id(user)` as a string.
+
+    Raises `InvalidStateError` when that is not a non-empty str, int or UUID of at most
+    `MAX_USER_ID_LENGTH` characters.
+    """
+    value = user_id(user)
+    if isinstance(value, bool) or not isinstance(value, str | int | uuid.UUID):
+        raise InvalidStateError(
+            f"The user {user!r} has no usable identity: user_id() gave {value!r}; "
+            "expected a str, int or UUID. Configure user_id= to say how to identify users."
+        )
+    identity = str(value)
+    if not identity or "\x00" in identity or len(identity) > MAX_USER_ID_LENGTH:
+        raise InvalidStateError(
+            f"The user identity {identity[:80]!r} is not storable: it must have 1 to "
+            f"{MAX_USER_ID_LENGTH} characters and no NUL character."
+        )
+    return identity
