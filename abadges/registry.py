@@ -23,7 +23,7 @@ from .exceptions import (
     NotConnectedError,
 )
 from .storage import Award, AwardStore, NewAward
-from .users import identify
+from .users import identify, identify_known
 
 __all__ = ["AwardCallback", "BadgeRegistry"]
 
@@ -204,7 +204,11 @@ class BadgeRegistry:
     # Queries ------------------------------------------------------------------------------------
 
     async def awards_for(self, user: Any) -> list[Award]:
-        """The user's awards, newest first. `user` is a user object or its identity."""
+        """The user's awards, newest first.
+
+        In queries, `user` is a user object (identified by the `user_id` setting) or its
+        identity itself, given as a str, int or UUID.
+        """
         return await self._connected_store().awards_for(self._identify(user))
 
     async def badge_count(self, user: Any) -> int:
@@ -250,7 +254,7 @@ class BadgeRegistry:
         return self._store
 
     def _identify(self, user: Any) -> str:
-        return identify(user, self.settings.user_id)
+        return identify_known(user, self.settings.user_id)
 
     def _check_badge(self, slug: str, level: int | None) -> None:
         badge = self.get_badge(slug)

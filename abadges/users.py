@@ -9,12 +9,20 @@ from typing import Any
 
 from .exceptions import InvalidStateError
 
-__all__ = ["MAX_USER_ID_LENGTH", "UserIdFunction", "UserRef", "default_user_id", "identify"]
+__all__ = [
+    "MAX_USER_ID_LENGTH",
+    "UserIdFunction",
+    "UserRef",
+    "default_user_id",
+    "identify",
+    "identify_known",
+]
 
 #: Longest identity the awards table can hold.
 MAX_USER_ID_LENGTH = 255
 
 UserIdFunction = Callable[[Any], object]
+IDENTITY_TYPES = (str, int, uuid.UUID)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +44,7 @@ def identify(user: Any, user_id: UserIdFunction) -> str:
     `MAX_USER_ID_LENGTH` characters.
     """
     value = user_id(user)
-    if isinstance(value, bool) or not isinstance(value, str | int | uuid.UUID):
+    if isinstance(value, bool) or not isinstance(value, IDENTITY_TYPES):
         raise InvalidStateError(
             f"The user {user!r} has no usable identity: user_id() gave {value!r}; "
             "expected a str, int or UUID. Configure user_id= to say how to identify users."
@@ -48,3 +56,11 @@ def identify(user: Any, user_id: UserIdFunction) -> str:
             f"{MAX_USER_ID_LENGTH} characters and no NUL character."
         )
     return identity
+
+
+def identify_known(user: Any, user_id: UserIdFunction) -> str:
+    """Like `identify`, but a str, int or UUID is taken as the identity itself, as queries
+    usually get it from a URL."""
+    if isinstance(user, IDENTITY_TYPES) and not isinstance(user, bool):
+        return identify(user, default_user_id)
+    return identify(user, user_id)

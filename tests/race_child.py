@@ -1,0 +1,45 @@
+"""One of the processes of test_race.py: connect, say "ready", wait for "go" on stdin, then make
+CALLS concurrent `possibly_award_badge` calls for one user and print the ids they recorded."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import anyio
+
+from abadges import Badge, BadgeAwarded, BadgeRegistry
+
+
+class RaceBadge(Badge):
+    slug = "race"
+    levels = ["One", "Two", "Three"]
+    events = ["raced"]
+
+    async def award(self, **state: Any) -> BadgeAwarded:
+        await anyio.lowlevel.checkpoint()
+        return BadgeAwarded(level=state["level"])
+
+
+async def main(database_url: str, calls: int) -> None:
+    registry = BadgeRegistry()
+    registry.configure(database_url=database_url)
+    registry.register(RaceBadge)
+    recorded: list[int] = []
+
+    async def call(n: int) -> None:
+        awards = await registry.possibly_award_badge("raced", user="racer", level=n % 3 + 1)
+        recorded.extend(award.id for award in awards)
+
+    async with registry.lifespan():
+        print("ready", flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.readline)
+        async with anyio.create_task_group() as tg:
+            for n in range(calls):
+                tg.start_soon(call, n)
+    print(json.dumps(recorded), flush=True)
+
+
+if __name__ == "__main__":
+    anyio.run(main, sys.argv[1], int(sys.argv[2]))

@@ -1,0 +1,369 @@
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from abadges import (
+    Award,
+    Badge,
+    BadgeAwarded,
+    BadgeDetail,
+    BadgeRegistry,
+    ConfigurationError,
+    InvalidAwardError,
+    InvalidLevelError,
+    InvalidStateError,
+    NotConnectedError,
+)
+
+Rows = Callable[[], Awaitable[list[tuple[str, str, int]]]]
+UTC = datetime.UTC
+
+
+@dataclasses.dataclass
+class User:
+    id: int
+    points: int = 0
+
+
+class PointsBadge(Badge):
+    """The three-level badge of brabeion's usage page, with an async award()."""
+
+    slug = "points"
+    levels = ["Bronze", "Silver", BadgeDetail("Gold", "Over 10,000 points")]
+    events = ["points_awarded"]
+    multiple = False
+
+    async def award(self, **state: Any) -> BadgeAwarded | None:
+        await anyio.lowlevel.checkpoint()
+        points = state["user"].points
+        if points > 10000:
+            return BadgeAwarded(level=3)
+        elif points > 7500:
+            return BadgeAwarded(level=2)
+        elif points > 5000:
+            return BadgeAwarded(level=1)
+        return None
+
+
+class VisitBadge(Badge):
+    """A plain-method badge that may be held many times."""
+
+    slug = "visit"
+    levels = ["Visitor"]
+    events = ["visited"]
+    multiple = True
+
+    def award(self, **state: Any) -> BadgeAwarded:
+        return BadgeAwarded()
+
+
+class RaisingBadge(Badge):
+    slug = "raising"
+    levels = ["Never"]
+    events = ["points_awarded"]
+
+    def award(self, **state: Any) -> None:
+        raise KeyError("profile")
+
+
+def badge_returning(slug: str, result: object, levels: int = 3) -> type[Badge]:
+    return type(
+        f"{slug.title()}Badge",
+        (Badge,),
+        {
+            "slug": slug,
+            "levels": [f"L{n}" for n in range(1, levels + 1)],
+            "events": ["points_awarded"],
+            "award": lambda self, **state: result,
+        },
+    )
+
+
+async def test_brabeion_points_badge(registry: BadgeRegistry, stored_rows: Rows) -> None:
+    registry.register(PointsBadge)
+    user = User(id=7)
+
+    assert await registry.possibly_award_badge("points_awarded", user=user) == []
+
+    user.points = 5001
+    [bronze] = await registry.possibly_award_badge("points_awarded", user=user)
+    assert (bronze.user_id, bronze.slug, bronze.level, bronze.name) == ("7", "points", 1, "Bronze")
+    assert bronze.awarded_at.tzinfo is UTC
+    assert await registry.possibly_award_badge("points_awarded", user=user) == []
+
+    user.points = 7501
+    [silver] = await registry.possibly_award_badge("points_awarded", user=user)
+    assert silver.level == 2
+
+    user.points = 10001
+    [gold] = await registry.possibly_award_badge("points_awarded", user=user)
+    assert (gold.level, gold.name, gold.description) == (3, "Gold", "Over 10,000 points")
+
+    assert await stored_rows() == [("7", "points", 1), ("7", "points", 2), ("7", "points", 3)]
+    assert [a.level for a in await registry.awards_for(user)] == [3, 2, 1]
+
+
+async def test_multiple_badge_awards_once_per_event(
+    registry: BadgeRegistry, stored_rows: Rows
+) -> None:
+    registry.register(VisitBadge)
+    first = await registry.possibly_award_badge("visited", user="ana")
+    second = await registry.possibly_award_badge("visited", user="ana")
+    assert len(first) == len(second) == 1
+    assert first[0].id != second[0].id
+    assert await stored_rows() == [("ana", "visit", 1), ("ana", "visit", 1)]
+
+
+async def test_unknown_event_is_a_no_op(
+    registry: BadgeRegistry, stored_rows: Rows, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry.register(VisitBadge)
+    with caplog.at_level(logging.DEBUG, logger="abadges"):
+        assert await registry.possibly_award_badge("no_such_event", user="ana") == []
+    assert "No badge listens to event 'no_such_event'." in caplog.messages
+    assert await stored_rows() == []
+
+
+@pytest.mark.parametrize(
+    ("result", "error"),
+    [
+        (BadgeAwarded(level=4), InvalidLevelError),
+        (BadgeAwarded(), InvalidLevelError),
+        ("gold", InvalidAwardError),
+    ],
+)
+async def test_bad_award_records_nothing(
+    registry: BadgeRegistry, stored_rows: Rows, result: object, error: type[Exception]
+) -> None:
+    registry.register(badge_returning("broken", result))
+    with pytest.raises(error, match="Badge 'broken'") as caught:
+        await registry.possibly_award_badge("points_awarded", user=User(id=1))
+    assert caught.value.__notes__ == ["Raised by badge 'broken' on event 'points_awarded'."]
+    assert await stored_rows() == []
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ({}, "possibly_award_badge('visited') needs a 'user' in its state; got []."),
+        (
+            {"member": 1},
+            "possibly_award_badge('visited') needs a 'user' in its state; got ['member'].",
+        ),
+        ({"user": None}, "The user None has no usable identity: user_id() gave None"),
+        ({"user": True}, "The user True has no usable identity"),
+        ({"user": ""}, "The user identity '' is not storable"),
+        ({"user": "x" * 256}, "The user identity 'xxxxx"),
+        ({"user": "a\x00b"}, "The user identity 'a\\x00b' is not storable"),
+        (
+            {"user": "ana", "force_timestamp": datetime.datetime(2024, 5, 1)},
+            "force_timestamp must be a timezone-aware datetime; "
+            "got datetime.datetime(2024, 5, 1, 0, 0).",
+        ),
+        (
+            {"user": "ana", "force_timestamp": datetime.date(2024, 5, 1)},
+            "force_timestamp must be a timezone-aware datetime",
+        ),
+    ],
+)
+async def test_unusable_state_records_nothing(
+    registry: BadgeRegistry, stored_rows: Rows, state: dict[str, Any], message: str
+) -> None:
+    calls: list[dict[str, Any]] = []
+
+    @registry.register
+    class Watching(VisitBadge):
+        def award(self, **state: Any) -> BadgeAwarded:
+            calls.append(state)
+            return BadgeAwarded()
+
+    with pytest.raises(InvalidStateError) as caught:
+        await registry.possibly_award_badge("visited", **state)
+    assert str(caught.value).startswith(message)
+    assert calls == []
+    assert await stored_rows() == []
+
+
+async def test_a_raising_badge_does_not_stop_the_others(
+    registry: BadgeRegistry, stored_rows: Rows
+) -> None:
+    registry.register(RaisingBadge)
+    registry.register(PointsBadge)
+    seen: list[Award] = []
+    registry.on_award(seen.append)
+
+    with pytest.raises(KeyError) as caught:
+        await registry.possibly_award_badge("points_awarded", user=User(id=3, points=6000))
+    assert caught.value.__notes__ == ["Raised by badge 'raising' on event 'points_awarded'."]
+    assert await stored_rows() == [("3", "points", 1)]
+    assert [award.slug for award in seen] == ["points"]
+
+
+async def test_several_raising_badges_raise_a_group(
+    registry: BadgeRegistry, stored_rows: Rows
+) -> None:
+    registry.register(RaisingBadge)
+    registry.register(badge_returning("broken", BadgeAwarded(level=9)))
+    registry.register(PointsBadge)
+    with pytest.raises(ExceptionGroup) as caught:
+        await registry.possibly_award_badge("points_awarded", user=User(id=3, points=9000))
+    assert str(caught.value) == "2 badges failed on event 'points_awarded' (2 sub-exceptions)"
+    assert [type(exc) for exc in caught.value.exceptions] == [KeyError, InvalidLevelError]
+    assert await stored_rows() == [("3", "points", 2)]
+
+
+async def test_force_timestamp_sets_awarded_at(registry: BadgeRegistry) -> None:
+    registry.register(VisitBadge)
+    when = datetime.datetime(
+        2021, 3, 4, 5, 6, 7, 891011, tzinfo=datetime.timezone(-datetime.timedelta(hours=5))
+    )
+    [award] = await registry.possibly_award_badge("visited", user="ana", force_timestamp=when)
+    assert award.awarded_at == when
+    assert award.awarded_at.tzinfo is UTC
+    [stored] = await registry.awards_for("ana")
+    assert stored == award
+
+
+async def test_badges_do_not_see_force_timestamp(registry: BadgeRegistry) -> None:
+    seen: list[dict[str, Any]] = []
+
+    @registry.register
+    class Recording(VisitBadge):
+        def award(self, **state: Any) -> None:
+            seen.append(state)
+
+    when = datetime.datetime(2021, 1, 1, tzinfo=UTC)
+    await registry.possibly_award_badge("visited", user="ana", page=3, force_timestamp=when)
+    assert seen == [{"user": "ana", "page": 3}]
+
+
+async def test_on_award_sync_and_async_once_per_new_award(
+    registry: BadgeRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry.register(PointsBadge)
+    plain: list[tuple[str, int]] = []
+    awaited: list[tuple[str, int]] = []
+
+    @registry.on_award
+    def failing(award: Award) -> None:
+        raise RuntimeError("mailer down")
+
+    registry.on_award(lambda award: plain.append((award.user_id, award.level)))
+
+    @registry.on_award
+    async def notify(award: Award) -> None:
+        await anyio.lowlevel.checkpoint()
+        awaited.append((award.user_id, award.level))
+
+    user = User(id=5, points=7600)
+    with caplog.at_level(logging.ERROR, logger="abadges"):
+        await registry.possibly_award_badge("points_awarded", user=user)
+        await registry.possibly_award_badge("points_awarded", user=user)
+    assert plain == awaited == [("5", 2)]
+    assert [record.getMessage() for record in caplog.records] == [
+        f"on_award callback {failing!r} failed for badge 'points' level 2 of user '5'."
+    ]
+    assert await registry.has_badge(user, "points", level=2)
+
+
+async def test_deferred_badge_awards_on_frozen_state(registry: BadgeRegistry) -> None:
+    class AddictBadge(Badge):
+        slug = "addict"
+        levels = ["Addict"]
+        events = ["visited"]
+        deferred = True
+
+        async def freeze(self, **state: Any) -> dict[str, Any]:
+            return {**state, "day": 30}
+
+        def award(self, **state: Any) -> BadgeAwarded | None:
+            return BadgeAwarded() if state["day"] >= 30 else None
+
+    registry.register(AddictBadge)
+    [award] = await registry.possibly_award_badge("visited", user="ana")
+    assert award.slug == "addict"
+
+
+async def test_freeze_must_return_a_dict(registry: BadgeRegistry, stored_rows: Rows) -> None:
+    @registry.register
+    class Frozen(VisitBadge):
+        deferred = True
+
+        def freeze(self, **state: Any) -> Any:
+            return [state]
+
+    with pytest.raises(InvalidStateError, match=r"Badge 'visit' freeze\(\) returned \[\{"):
+        await registry.possibly_award_badge("visited", user="ana")
+    assert await stored_rows() == []
+
+
+@pytest.mark.parametrize(
+    ("user", "stored"),
+    [
+        (User(id=42), "42"),
+        ("ana", "ana"),
+        (17, "17"),
+        (uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001"),
+        ("Zoë 🦊 ' OR 1=1 --", "Zoë 🦊 ' OR 1=1 --"),
+        ("u" * 255, "u" * 255),
+    ],
+)
+async def test_user_identity(registry: BadgeRegistry, user: object, stored: str) -> None:
+    registry.register(VisitBadge)
+    [award] = await registry.possibly_award_badge("visited", user=user)
+    assert award.user_id == stored
+    assert [a.id for a in await registry.awards_for(stored)] == [award.id]
+
+
+async def test_identities_differ_by_case_and_trailing_space(
+    registry: BadgeRegistry, stored_rows: Rows
+) -> None:
+    registry.register(badge_returning("once", BadgeAwarded(), levels=1))
+    for user in ["bob", "Bob", "bob ", "böb", "bob"]:
+        await registry.possibly_award_badge("points_awarded", user=user)
+    assert sorted(await stored_rows()) == sorted(
+        [("bob", "once", 1), ("Bob", "once", 1), ("bob ", "once", 1), ("böb", "once", 1)]
+    )
+    assert await registry.badge_count("bob ") == 1
+
+
+async def test_configured_user_id(database_url: str) -> None:
+    registry = BadgeRegistry()
+    registry.configure(database_url=database_url, user_id=lambda user: user["email"])
+    registry.register(VisitBadge)
+    async with registry.lifespan():
+        await registry.create_tables()
+        [award] = await registry.possibly_award_badge("visited", user={"email": "a@example.org"})
+        assert award.user_id == "a@example.org"
+        await registry.revoke("a@example.org", "visit")
+
+
+async def test_calls_before_connect_say_how_to_connect() -> None:
+    registry = BadgeRegistry()
+    registry.register(VisitBadge)
+    with pytest.raises(NotConnectedError, match=r"await badges.connect\(\)"):
+        await registry.possibly_award_badge("visited", user="ana")
+    with pytest.raises(NotConnectedError):
+        await registry.awards_for("ana")
+
+
+async def test_configure_refuses_unknown_settings_and_a_live_connection(
+    registry: BadgeRegistry,
+) -> None:
+    with pytest.raises(ConfigurationError, match=r"disconnect first"):
+        registry.configure(database_url="sqlite+aiosqlite:///other.sqlite3")
+    await registry.disconnect()
+    with pytest.raises(ConfigurationError) as caught:
+        registry.configure(databse_url="sqlite://")
+    assert str(caught.value) == (
+        "configure() got unknown setting(s) ['databse_url']; "
+        "the settings are ['database_url', 'user_id']."
+    )

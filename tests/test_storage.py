@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+
+from abadges import (
+    Badge,
+    BadgeAwarded,
+    BadgeDetail,
+    BadgeNotRegisteredError,
+    BadgeRegistry,
+    ConfigurationError,
+    InvalidLevelError,
+)
+from abadges.storage import AwardStore
+from abadges.tables import awards, metadata
+
+DAY = datetime.timedelta(days=1)
+START = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+
+
+class RankBadge(Badge):
+    """Awards the level given in the event's state."""
+
+    slug = "rank"
+    levels = ["Bronze", "Silver", BadgeDetail("Gold", "The best")]
+    events = ["ranked"]
+
+    def award(self, **state: Any) -> BadgeAwarded:
+        return BadgeAwarded(level=state["level"])
+
+
+class ThanksBadge(Badge):
+    slug = "thanks"
+    levels = ["Thanked"]
+    events = ["thanked"]
+    multiple = True
+
+    def award(self, **state: Any) -> BadgeAwarded:
+        return BadgeAwarded()
+
+
+@pytest.fixture
+async def populated(registry: BadgeRegistry) -> BadgeRegistry:
+    """ana: rank 1 (day 0), thanks (day 1), rank 3 (day 2), thanks (day 3); bo: rank 1 (day 4)."""
+    registry.register(RankBadge)
+    registry.register(ThanksBadge)
+    events: list[tuple[str, str, dict[str, Any]]] = [
+        ("ranked", "ana", {"level": 1}),
+        ("thanked", "ana", {}),
+        ("ranked", "ana", {"level": 3}),
+        ("thanked", "ana", {}),
+        ("ranked", "bo", {"level": 1}),
+    ]
+    for day, (event, user, state) in enumerate(events):
+        await registry.possibly_award_badge(
+            event, user=user, force_timestamp=START + day * DAY, **state
+        )
+    return registry
+
+
+async def test_awards_for_newest_first(populated: BadgeRegistry) -> None:
+    found = [(a.slug, a.level, a.name, a.awarded_at) for a in await populated.awards_for("ana")]
+    assert found == [
+        ("thanks", 1, "Thanked", START + 3 * DAY),
+        ("rank", 3, "Gold", START + 2 * DAY),
+        ("thanks", 1, "Thanked", START + DAY),
+        ("rank", 1, "Bronze", START),
+    ]
+    assert await populated.awards_for("nobody") == []
+
+
+async def test_badge_count_and_has_badge(populated: BadgeRegistry) -> None:
+    assert await populated.badge_count("ana") == 4
+    assert await populated.badge_count("bo") == 1
+    assert await populated.badge_count("nobody") == 0
+    assert await populated.has_badge("ana", "rank")
+    assert await populated.has_badge("ana", "rank", level=3)
+    assert not await populated.has_badge("ana", "rank", level=2)
+    assert not await populated.has_badge("bo", "thanks")
+
+
+async def test_holders_newest_first_in_pages(populated: BadgeRegistry) -> None:
+    holders = await populated.holders("rank")
+    assert [(a.user_id, a.level) for a in holders] == [("bo", 1), ("ana", 3), ("ana", 1)]
+    bronze = await populated.holders("rank", level=1)
+    assert [(a.user_id, a.awarded_at) for a in bronze] == [("bo", START + 4 * DAY), ("ana", START)]
+    assert await populated.holders("rank", limit=2, offset=1) == holders[1:3]
+    assert await populated.holders("rank", limit=1, offset=2) == holders[2:]
+    assert await populated.holders("rank", limit=0) == []
+    assert await populated.holders("rank", level=2) == []
+
+
+async def test_award_counts_include_levels_never_awarded(populated: BadgeRegistry) -> None:
+    assert await populated.award_counts() == {"rank": {1: 2, 2: 0, 3: 1}, "thanks": {1: 2}}
+
+
+async def test_revoke(populated: BadgeRegistry) -> None:
+    assert await populated.revoke("ana", "rank", level=2) == 0
+    assert await populated.revoke("ana", "rank", level=3) == 1
+    assert await populated.has_badge("ana", "rank", level=1)
+    assert await populated.revoke("ana", "thanks") == 2
+    assert await populated.revoke("ana", "thanks") == 0
+    assert [a.slug for a in await populated.awards_for("ana")] == ["rank"]
+    assert await populated.badge_count("bo") == 1
+    # A revoked non-multiple level can be earned again.
+    assert len(await populated.possibly_award_badge("ranked", user="ana", level=3)) == 1
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda r: r.has_badge("ana", "rnak"),
+            BadgeNotRegisteredError,
+            "No badge with slug 'rnak' is registered",
+        ),
+        (lambda r: r.holders("rank", level=4), InvalidLevelError, "level 4 is out of range"),
+        (lambda r: r.revoke("ana", "rank", level=0), InvalidLevelError, "level 0 is out of range"),
+        (lambda r: r.holders("rank", limit=-1), ValueError, "limit must be a whole number >= 0"),
+        (lambda r: r.holders("rank", offset="2"), ValueError, "offset must be a whole number"),
+    ],
+)
+async def test_queries_refuse_unknown_badges_and_levels(
+    populated: BadgeRegistry, call: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        await call(populated)
+    assert await populated.badge_count("ana") == 4
+
+
+async def test_awards_of_unregistered_badges_have_no_name(
+    populated: BadgeRegistry, database_url: str
+) -> None:
+    later = BadgeRegistry()
+    later.configure(database_url=database_url)
+    async with later.lifespan():
+        [award] = await later.awards_for("bo")
+    assert (award.slug, award.level, award.name, award.description) == ("rank", 1, None, None)
+
+
+async def test_create_tables_is_idempotent(populated: BadgeRegistry) -> None:
+    await populated.create_tables()
+    await populated.create_tables()
+    assert await populated.badge_count("ana") == 4
+
+
+def test_metadata_describes_the_awards_table() -> None:
+    assert list(metadata.tables) == ["abadges_awards"]
+    assert [c.name for c in awards.columns] == [
+        "id",
+        "user_id",
+        "slug",
+        "level",
+        "awarded_at",
+        "award_key",
+    ]
+    [unique] = [c for c in awards.constraints if c.name == "abadges_awards_once"]
+    assert [c.name for c in unique.columns] == ["user_id", "slug", "level", "award_key"]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "mongodb://user:secret@host/db",
+            "The database URL 'mongodb://user:********@host/db' is not supported",
+        ),
+        ("abadges.sqlite3", "The database URL 'abadges.sqlite3' is not supported"),
+        (
+            "postgresql+aiopg://user:secret@host/db",
+            "The database URL 'postgresql+aiopg://user:********@host/db' needs the driver "
+            "'aiopg', which is not installed: pip install 'abadges[postgresql]'.",
+        ),
+    ],
+)
+def test_unusable_database_urls(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        AwardStore(url, describe=lambda slug, level: None)
+    assert str(caught.value).startswith(message)
+    assert "secret" not in str(caught.value)
+
+
+async def test_bad_url_fails_at_connect_and_leaves_the_registry_usable(tmp_path: Any) -> None:
+    registry = BadgeRegistry()
+    registry.configure(database_url="mongodb://localhost/db")
+    with pytest.raises(ConfigurationError):
+        await registry.connect()
+    registry.configure(database_url=f"sqlite+aiosqlite:///{tmp_path / 'ok.sqlite3'}")
+    async with registry.lifespan() as connected:
+        assert connected is registry
+        await registry.create_tables()
+        assert await registry.badge_count("ana") == 0
