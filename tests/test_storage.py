@@ -4,6 +4,7 @@ import datetime
 from typing import Any
 
 import pytest
+from sqlalchemy.schema import DropIndex
 
 from abadges import (
     Badge,
@@ -143,6 +144,16 @@ async def test_awards_of_unregistered_badges_have_no_name(
 
 async def test_create_tables_is_idempotent(populated: BadgeRegistry) -> None:
     await populated.create_tables()
+    await populated.create_tables()
+    assert await populated.badge_count("ana") == 4
+
+
+async def test_create_tables_restores_a_missing_index(populated: BadgeRegistry) -> None:
+    [index] = [i for i in awards.indexes if i.name == "abadges_awards_holders"]
+    database = populated._connected_store().database
+    await database.execute(DropIndex(index))
+    await populated.create_tables()
+    await database.execute(DropIndex(index))  # fails unless create_tables() made it again
     await populated.create_tables()
     assert await populated.badge_count("ana") == 4
 
