@@ -314,6 +314,7 @@ async def test_freeze_must_return_a_dict(registry: BadgeRegistry, stored_rows: R
         (uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001"),
         ("Zoë 🦊 ' OR 1=1 --", "Zoë 🦊 ' OR 1=1 --"),
         ("u" * 255, "u" * 255),
+        ("🦊" * 255, "🦊" * 255),
     ],
 )
 async def test_user_identity(registry: BadgeRegistry, user: object, stored: str) -> None:
@@ -321,6 +322,16 @@ async def test_user_identity(registry: BadgeRegistry, user: object, stored: str)
     [award] = await registry.possibly_award_badge("visited", user=user)
     assert award.user_id == stored
     assert [a.id for a in await registry.awards_for(stored)] == [award.id]
+
+
+async def test_longest_slug_and_identity_fit_in_four_byte_characters(
+    registry: BadgeRegistry, stored_rows: Rows
+) -> None:
+    slug = "🏅" * 100
+    registry.register(badge_returning(slug, BadgeAwarded(), levels=1))
+    await registry.possibly_award_badge("points_awarded", user="🦊" * 255)
+    assert await stored_rows() == [("🦊" * 255, slug, 1)]
+    assert await registry.award_counts() == {slug: {1: 1}}
 
 
 async def test_identities_differ_by_case_and_trailing_space(
