@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import anyio
 import databases
 import pytest
 import sqlalchemy as sa
+from support import Rows
 
 from abadges import BadgeRegistry
 from abadges.tables import awards
@@ -71,18 +72,13 @@ async def registry(database_url: str) -> AsyncIterator[BadgeRegistry]:
         yield registry
 
 
-Rows = list[tuple[str, str, int]]
-
-
 @pytest.fixture
-async def stored_rows(
-    database_url: str, registry: BadgeRegistry
-) -> AsyncIterator[Callable[[], Awaitable[Rows]]]:
+async def stored_rows(database_url: str, registry: BadgeRegistry) -> AsyncIterator[Rows]:
     """Read the awards table through a connection of its own, to see only committed rows."""
     database = databases.Database(database_url)
     await database.connect()
 
-    async def read() -> Rows:
+    async def read() -> list[tuple[str, str, int]]:
         query = sa.select(awards.c.user_id, awards.c.slug, awards.c.level).order_by(awards.c.id)
         return [
             (_text(row[0]), _text(row[1]), int(row[2])) for row in await database.fetch_all(query)

@@ -40,7 +40,7 @@ def make_badge(**attributes: Any) -> type[Badge]:
 
 def test_levels_become_details_without_touching_the_class() -> None:
     badge = PointsBadge()
-    assert badge.levels == (
+    assert tuple(badge.levels) == (
         BadgeDetail("Bronze"),
         BadgeDetail("Silver"),
         BadgeDetail("Gold", "Over 10,000 points"),

@@ -10,6 +10,7 @@ import anyio
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 from race_child import RaceBadge
+from support import Rows
 
 from abadges import BadgeRegistry
 
@@ -23,7 +24,7 @@ async def read_line(stream: BufferedByteReceiveStream) -> str:
 
 
 async def test_concurrent_processes_record_each_level_once(
-    registry: BadgeRegistry, database_url: str, stored_rows
+    registry: BadgeRegistry, database_url: str, stored_rows: Rows
 ) -> None:
     registry.register(RaceBadge)
     processes: list[Process] = []

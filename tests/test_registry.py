@@ -4,11 +4,11 @@ import dataclasses
 import datetime
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
+from support import Rows
 
 from abadges import (
     Award,
@@ -23,7 +23,6 @@ from abadges import (
     NotConnectedError,
 )
 
-Rows = Callable[[], Awaitable[list[tuple[str, str, int]]]]
 UTC = datetime.UTC
 
 
@@ -237,8 +236,9 @@ async def test_badges_do_not_see_force_timestamp(registry: BadgeRegistry) -> Non
 
     @registry.register
     class Recording(VisitBadge):
-        def award(self, **state: Any) -> None:
+        def award(self, **state: Any) -> BadgeAwarded:
             seen.append(state)
+            return BadgeAwarded()
 
     when = datetime.datetime(2021, 1, 1, tzinfo=UTC)
     await registry.possibly_award_badge("visited", user="ana", page=3, force_timestamp=when)

@@ -4,6 +4,7 @@ import datetime
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.schema import DropIndex
 
 from abadges import (
@@ -168,7 +169,11 @@ def test_metadata_describes_the_awards_table() -> None:
         "awarded_at",
         "award_key",
     ]
-    [unique] = [c for c in awards.constraints if c.name == "abadges_awards_once"]
+    [unique] = [
+        c
+        for c in awards.constraints
+        if isinstance(c, sa.UniqueConstraint) and c.name == "abadges_awards_once"
+    ]
     assert [c.name for c in unique.columns] == ["user_id", "slug", "level", "award_key"]
 
 
