@@ -119,11 +119,11 @@ def check_definition(cls: object) -> None:
     if not (isinstance(cls, type) and issubclass(cls, Badge)):
         raise BadgeDefinitionError(f"register() takes a Badge subclass; got {cls!r}.")
     name = cls.__qualname__
-    if hasattr(cls, "async"):
-        raise BadgeDefinitionError(
-            f"{name} sets 'async', brabeion's flag for deferred badges; "
-            "rename it to 'deferred = True'."
-        )
+    for old, whose in (("async", "brabeion's"), ("async_", "pinax-badges'")):
+        if hasattr(cls, old):
+            raise BadgeDefinitionError(
+                f"{name} sets {old!r}, {whose} flag for deferred badges; rename it to 'deferred'."
+            )
     for attribute in ("slug", "levels", "events"):
         if not hasattr(cls, attribute):
             raise BadgeDefinitionError(f"{name} has no {attribute!r} attribute.")

@@ -180,7 +180,12 @@ def test_get_badge_unknown_slug() -> None:
         (
             {"async": True},
             "ExampleBadge sets 'async', brabeion's flag for deferred badges; "
-            "rename it to 'deferred = True'.",
+            "rename it to 'deferred'.",
+        ),
+        (
+            {"async_": False},
+            "ExampleBadge sets 'async_', pinax-badges' flag for deferred badges; "
+            "rename it to 'deferred'.",
         ),
     ],
 )
