@@ -135,7 +135,8 @@ class AwardStore:
     ) -> Award | None:
         # A duplicate key turns the insert into a no-op update that returns 0. INSERT IGNORE
         # would do the same, but it also turns truncation into a warning, and the drivers follow
-        # each warning with a SHOW WARNINGS round trip and a log line.
+        # each warning with a SHOW WARNINGS round trip and a log line. The 0 relies on the
+        # connection not setting the FOUND_ROWS client flag, which asyncmy does not set.
         statement = mysql.insert(awards).values(values)
         statement = statement.on_duplicate_key_update(id=awards.c.id)
         new_id = await connection.execute(statement)
