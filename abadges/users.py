@@ -61,6 +61,4 @@ def identify(user: Any, user_id: UserIdFunction) -> str:
 def identify_known(user: Any, user_id: UserIdFunction) -> str:
     """Like `identify`, but a str, int or UUID is taken as the identity itself, as queries
     usually get it from a URL."""
-    if isinstance(user, IDENTITY_TYPES) and not isinstance(user, bool):
-        return identify(user, default_user_id)
-    return identify(user, user_id)
+    return identify(user, default_user_id if isinstance(user, IDENTITY_TYPES) else user_id)

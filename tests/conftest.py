@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from support import Rows
 
 from abadges import BadgeRegistry
+from abadges.storage import _text
 from abadges.tables import awards
 
 SERVER_URLS = {
@@ -86,10 +87,6 @@ async def stored_rows(database_url: str, registry: BadgeRegistry) -> AsyncIterat
 
     yield read
     await database.disconnect()
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

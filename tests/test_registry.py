@@ -73,6 +73,17 @@ class RaisingBadge(Badge):
         raise KeyError("profile")
 
 
+def recording_badge(seen: list[dict[str, Any]]) -> type[Badge]:
+    """A VisitBadge that appends the state each award() call gets to `seen`."""
+
+    class Recording(VisitBadge):
+        def award(self, **state: Any) -> BadgeAwarded:
+            seen.append(state)
+            return BadgeAwarded()
+
+    return Recording
+
+
 def badge_returning(slug: str, result: object, levels: int = 3) -> type[Badge]:
     return type(
         f"{slug.title()}Badge",
@@ -177,13 +188,7 @@ async def test_unusable_state_records_nothing(
     registry: BadgeRegistry, stored_rows: Rows, state: dict[str, Any], message: str
 ) -> None:
     calls: list[dict[str, Any]] = []
-
-    @registry.register
-    class Watching(VisitBadge):
-        def award(self, **state: Any) -> BadgeAwarded:
-            calls.append(state)
-            return BadgeAwarded()
-
+    registry.register(recording_badge(calls))
     with pytest.raises(InvalidStateError) as caught:
         await registry.possibly_award_badge("visited", **state)
     assert str(caught.value).startswith(message)
@@ -233,13 +238,7 @@ async def test_force_timestamp_sets_awarded_at(registry: BadgeRegistry) -> None:
 
 async def test_badges_do_not_see_force_timestamp(registry: BadgeRegistry) -> None:
     seen: list[dict[str, Any]] = []
-
-    @registry.register
-    class Recording(VisitBadge):
-        def award(self, **state: Any) -> BadgeAwarded:
-            seen.append(state)
-            return BadgeAwarded()
-
+    registry.register(recording_badge(seen))
     when = datetime.datetime(2021, 1, 1, tzinfo=UTC)
     await registry.possibly_award_badge("visited", user="ana", page=3, force_timestamp=when)
     assert seen == [{"user": "ana", "page": 3}]
