@@ -11,9 +11,11 @@ from .exceptions import (
     BadgeNotRegisteredError,
     ConfigurationError,
     InvalidAwardError,
+    InvalidJobError,
     InvalidLevelError,
     InvalidStateError,
     NotConnectedError,
+    QueueUnavailableError,
 )
 from .registry import BadgeRegistry
 from .storage import Award
@@ -36,9 +38,11 @@ __all__ = [
     "BadgeRegistry",
     "ConfigurationError",
     "InvalidAwardError",
+    "InvalidJobError",
     "InvalidLevelError",
     "InvalidStateError",
     "NotConnectedError",
+    "QueueUnavailableError",
     "Settings",
     "UserRef",
     "__version__",

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import functools
+import importlib
 import inspect
 from collections.abc import Awaitable
-from typing import TypeVar
+from types import ModuleType
+from typing import Any, TypeVar
+
+from .exceptions import ConfigurationError
 
 T = TypeVar("T")
 
@@ -12,3 +17,31 @@ async def maybe_await(value: T | Awaitable[T]) -> T:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+def import_from_string(import_str: str, setting: str) -> Any:
+    """The object that `"pkg.mod:attr"` names; `ConfigurationError` naming `setting` if none."""
+    module_name, _, attribute = import_str.partition(":")
+    if not module_name or not attribute:
+        raise ConfigurationError(
+            f"{setting} must look like 'pkg.module:function'; got {import_str!r}."
+        )
+    module = import_module(module_name, setting)
+    try:
+        return functools.reduce(getattr, attribute.split("."), module)
+    except AttributeError:
+        raise ConfigurationError(
+            f"{setting} is {import_str!r}, but module {module_name!r} has no {attribute!r}."
+        ) from None
+
+
+def import_module(module_name: str, setting: str) -> ModuleType:
+    """Import `module_name`; `ConfigurationError` naming `setting` if it cannot be found."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module_name.startswith(exc.name):
+            raise  # The module exists; something it imports does not.
+        raise ConfigurationError(
+            f"{setting} names module {module_name!r}, which cannot be imported: {exc}."
+        ) from exc

@@ -4,27 +4,84 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal
 
+from .exceptions import ConfigurationError
 from .users import UserIdFunction, default_user_id
 
-__all__ = ["Settings"]
+__all__ = ["QUEUES", "REDIS_SCHEMES", "Settings", "UserLoader"]
+
+#: Turns a stored identity back into a user for deferred badges; plain or async.
+UserLoader = Callable[[str], Awaitable[Any] | Any]
+
+#: Where deferred badges go: "redis" (arq jobs for the worker) or "inline" (in-process).
+QUEUES = ("redis", "inline")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+#: Setting name -> environment variable, for the settings that can come from the environment.
+ENVIRONMENT = {
+    "database_url": "ABADGES_DATABASE_URL",
+    "redis_url": "ABADGES_REDIS_URL",
+    "queue": "ABADGES_QUEUE",
+    "queue_name": "ABADGES_QUEUE_NAME",
+    "badges": "ABADGES_BADGES",
+    "user_loader": "ABADGES_USER_LOADER",
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """What a `BadgeRegistry` connects to and how it identifies users."""
+    """What a `BadgeRegistry` connects to, and how it identifies and loads users."""
 
     #: Any `databases` URL: `sqlite+aiosqlite:///...`, `postgresql+asyncpg://...`,
     #: `mysql+asyncmy://...`. Environment: `ABADGES_DATABASE_URL`.
     database_url: str = "sqlite+aiosqlite:///abadges.sqlite3"
+    #: The Redis that carries deferred badges to the worker: `redis://`, `rediss://` or
+    #: `unix://`. Environment: `ABADGES_REDIS_URL`.
+    redis_url: str = "redis://localhost:6379"
+    #: "redis": deferred badges become arq jobs for `arq abadges.worker.Settings`.
+    #: "inline": they run in the calling process, through the same JSON codec (for tests and
+    #: development). Environment: `ABADGES_QUEUE`.
+    queue: Literal["redis", "inline"] = "redis"
+    #: The arq queue (a Redis key) that app and worker share. Environment: `ABADGES_QUEUE_NAME`.
+    queue_name: str = "abadges:queue"
+    #: Modules the worker imports at start to register its badges. Environment:
+    #: `ABADGES_BADGES`, comma-separated.
+    badges: tuple[str, ...] = ()
     #: Turns the `user` of an event into the identity stored with its awards.
     user_id: UserIdFunction = default_user_id
+    #: Turns a stored identity back into the `user` a deferred badge's `award()` receives:
+    #: a function, or its import string `"pkg.mod:func"`. Without one, `award()` gets a
+    #: `UserRef`. Environment: `ABADGES_USER_LOADER`.
+    user_loader: UserLoader | str | None = None
+
+    def __post_init__(self) -> None:
+        if self.queue not in QUEUES:
+            raise ConfigurationError(f"queue must be one of {list(QUEUES)}; got {self.queue!r}.")
+        if not isinstance(self.redis_url, str) or not self.redis_url.startswith(REDIS_SCHEMES):
+            raise ConfigurationError(
+                f"redis_url must start with one of {list(REDIS_SCHEMES)}; got {self.redis_url!r}."
+            )
+        if not isinstance(self.queue_name, str) or not self.queue_name:
+            raise ConfigurationError(
+                f"queue_name must be a non-empty str; got {self.queue_name!r}."
+            )
+        badges = self.badges
+        if isinstance(badges, str):
+            badges = tuple(badges.split(","))
+        if not all(isinstance(module, str) for module in badges):
+            raise ConfigurationError(f"badges must be module names; got {self.badges!r}.")
+        object.__setattr__(self, "badges", tuple(m.strip() for m in badges if m.strip()))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """Defaults, overridden by the `ABADGES_*` variables set in `environ`."""
-        settings = cls()
-        if "ABADGES_DATABASE_URL" in environ:
-            settings = dataclasses.replace(settings, database_url=environ["ABADGES_DATABASE_URL"])
-        return settings
+        values: dict[str, Any] = {
+            name: environ[variable] for name, variable in ENVIRONMENT.items() if variable in environ
+        }
+        try:
+            return cls(**values)
+        except ConfigurationError as exc:
+            exc.add_note(f"The ABADGES_* variables set: {sorted(ENVIRONMENT[n] for n in values)}.")
+            raise

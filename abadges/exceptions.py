@@ -9,7 +9,9 @@ Every error abadges raises on purpose derives from `AbadgesError`:
     ├── BadgeNotRegisteredError
     ├── InvalidStateError
     ├── InvalidAwardError
-    └── InvalidLevelError
+    ├── InvalidLevelError
+    ├── QueueUnavailableError
+    └── InvalidJobError
 
 Exceptions raised by a badge's own `award()` or `freeze()` are not wrapped: they propagate
 as they are, with a note naming the badge and the event.
@@ -24,9 +26,11 @@ __all__ = [
     "BadgeNotRegisteredError",
     "ConfigurationError",
     "InvalidAwardError",
+    "InvalidJobError",
     "InvalidLevelError",
     "InvalidStateError",
     "NotConnectedError",
+    "QueueUnavailableError",
 ]
 
 
@@ -69,3 +73,13 @@ class InvalidAwardError(AbadgesError):
 class InvalidLevelError(AbadgesError):
     """Raised when a level is outside `1..len(levels)`, or missing from the `BadgeAwarded`
     of a badge with several levels. Nothing is recorded for that badge."""
+
+
+class QueueUnavailableError(AbadgesError):
+    """Raised when Redis does not take a deferred badge's job within about a second. The
+    event's inline badges are recorded all the same; nothing of its deferred badges is."""
+
+
+class InvalidJobError(AbadgesError):
+    """Raised in the worker when a queued payload is not an abadges job it can run (not JSON,
+    another payload version, a missing or mistyped field). Nothing of it is executed."""

@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 
 import anyio
 
-from ._utils import maybe_await
+from ._utils import import_from_string, maybe_await
 from .base import Badge, BadgeDetail, check_definition
-from .config import Settings
+from .config import Settings, UserLoader
 from .exceptions import (
     BadgeAlreadyRegisteredError,
     BadgeNotRegisteredError,
@@ -22,8 +22,9 @@ from .exceptions import (
     InvalidStateError,
     NotConnectedError,
 )
+from .jobs import Job, JobQueue, dumps, freeze_state, loads, run_job
 from .storage import Award, AwardStore, NewAward
-from .users import identify, identify_known
+from .users import UserRef, identify, identify_known
 
 __all__ = ["AwardCallback", "BadgeRegistry"]
 
@@ -48,6 +49,8 @@ class BadgeRegistry:
         self._overrides: dict[str, Any] = {}
         self._settings: Settings | None = None
         self._store: AwardStore | None = None
+        self._queue: JobQueue | None = None
+        self._user_loader: UserLoader | None = None
 
     # Definitions ------------------------------------------------------------------------------
 
@@ -111,20 +114,35 @@ class BadgeRegistry:
             raise ConfigurationError(
                 f"configure() got unknown setting(s) {unknown}; the settings are {sorted(known)}."
             )
+        # Build the settings now, so that a bad value fails here and is not kept.
+        dataclasses.replace(Settings.from_env(), **{**self._overrides, **overrides})
         self._overrides.update(overrides)
 
     async def connect(self) -> None:
-        """Open the database. Does nothing when already connected."""
+        """Open the database, and the Redis client that queues deferred badges (it connects on
+        first use). Does nothing when already connected."""
         if self._store is not None:
             return
         settings = self.settings
+        loader = settings.user_loader
+        if isinstance(loader, str):
+            loader = import_from_string(loader, "user_loader")
+            if not callable(loader):
+                raise ConfigurationError(
+                    f"user_loader {settings.user_loader!r} names {loader!r}, which is not callable."
+                )
         store = AwardStore(settings.database_url, self._describe)
         await store.connect()
-        self._settings, self._store = settings, store
+        if settings.queue == "redis":
+            self._queue = JobQueue(settings.redis_url, settings.queue_name)
+        self._settings, self._store, self._user_loader = settings, store, loader
 
     async def disconnect(self) -> None:
-        """Close the database. Does nothing when not connected."""
+        """Close the database and Redis. Does nothing when not connected."""
         store, self._store, self._settings = self._store, None, None
+        queue, self._queue = self._queue, None
+        if queue is not None:
+            await queue.close()
         if store is not None:
             await store.disconnect()
 
@@ -148,15 +166,17 @@ class BadgeRegistry:
         """Evaluate every badge listening to `event` for `state["user"]`; record what they award.
 
         `force_timestamp`, a timezone-aware datetime, sets `awarded_at`; the badges do not see
-        it. Returns the awards this call recorded. An unknown event does nothing. A badge that
-        raises does not stop the others: their awards are recorded and announced first, then the
-        error propagates (an `ExceptionGroup` when several badges raised).
+        it. Deferred badges are frozen and queued as one job for the worker (run in this call
+        when the `queue` setting is "inline"). Returns the awards this call recorded. An unknown
+        event does nothing. A badge that raises does not stop the others: their awards are
+        recorded and announced first, then the error propagates (an `ExceptionGroup` when
+        several badges raised).
         """
         badges = self._events.get(event)
         if not badges:
             logger.debug("No badge listens to event %r.", event)
             return []
-        awarded_at = _awarded_at(state.pop("force_timestamp", None))
+        forced_at = _forced_timestamp(state.pop("force_timestamp", None))
         if "user" not in state:
             raise InvalidStateError(
                 f"possibly_award_badge({event!r}) needs a 'user' in its state; got {sorted(state)}."
@@ -164,11 +184,16 @@ class BadgeRegistry:
         user_id = identify(state["user"], self.settings.user_id)
         store = self._connected_store()
 
+        awarded_at = forced_at or datetime.datetime.now(datetime.UTC)
         new_awards: list[NewAward] = []
+        frozen: dict[str, dict[str, Any]] = {}
         errors: list[Exception] = []
         for badge in badges:
             try:
-                level = await _evaluate(badge, state)
+                if badge.deferred:
+                    frozen[badge.slug] = await freeze_state(badge, state)
+                    continue
+                level = badge.level_awarded(await maybe_await(badge.award(**state)))
             except Exception as exc:
                 exc.add_note(f"Raised by badge {badge.slug!r} on event {event!r}.")
                 errors.append(exc)
@@ -179,13 +204,47 @@ class BadgeRegistry:
                 award_key = uuid.uuid4().hex if badge.multiple else ""
                 new_awards.append(NewAward(user_id, badge.slug, level, awarded_at, award_key))
 
-        recorded = await store.insert(new_awards)
-        await self._announce(recorded)
+        recorded = await self._record(new_awards, store)
+        if frozen:
+            try:
+                recorded += await self._defer(Job.create(event, user_id, forced_at, frozen))
+            except Exception as exc:
+                errors.append(exc)
         if len(errors) == 1:
             raise errors[0]
         if errors:
             raise ExceptionGroup(f"{len(errors)} badges failed on event {event!r}", errors)
         return recorded
+
+    async def _defer(self, job: Job) -> list[Award]:
+        if self._queue is not None:
+            await self._queue.enqueue(job)
+            return []
+        # Inline: the job goes through the JSON codec and runs as the worker would run it.
+        outcome = await run_job(self, Job.from_payload(loads(dumps(job.to_payload()))))
+        errors = []
+        for slug, exc in outcome.failures:
+            exc.add_note(f"Raised by deferred badge {slug!r} on event {job.event!r}.")
+            errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise ExceptionGroup(f"{len(errors)} deferred badges failed", errors)
+        return outcome.recorded
+
+    async def _record(
+        self, new_awards: list[NewAward], store: AwardStore | None = None
+    ) -> list[Award]:
+        """Insert the awards that are new, then announce those to the `on_award` callbacks."""
+        recorded = await (store or self._connected_store()).insert(new_awards)
+        await self._announce(recorded)
+        return recorded
+
+    async def _load_user(self, user_id: str) -> Any:
+        """The user a deferred badge's `award()` gets: loaded, or a `UserRef`."""
+        if self._user_loader is None:
+            return UserRef(user_id)
+        return await maybe_await(self._user_loader(user_id))
 
     async def _announce(self, recorded: list[Award]) -> None:
         for award in recorded:
@@ -268,21 +327,9 @@ class BadgeRegistry:
         return badge.detail(level)
 
 
-async def _evaluate(badge: Badge, state: dict[str, Any]) -> int | None:
-    if badge.deferred:
-        # Deferred badges are evaluated here, on the state freeze() captured, until the arq
-        # worker takes them out of the request.
-        state = await maybe_await(badge.freeze(**state))
-        if not isinstance(state, dict):
-            raise InvalidStateError(
-                f"Badge {badge.slug!r} freeze() returned {state!r}; expected a dict of state."
-            )
-    return badge.level_awarded(await maybe_await(badge.award(**state)))
-
-
-def _awarded_at(force_timestamp: object) -> datetime.datetime:
+def _forced_timestamp(force_timestamp: object) -> datetime.datetime | None:
     if force_timestamp is None:
-        return datetime.datetime.now(datetime.UTC)
+        return None
     if not isinstance(force_timestamp, datetime.datetime) or force_timestamp.utcoffset() is None:
         raise InvalidStateError(
             f"force_timestamp must be a timezone-aware datetime; got {force_timestamp!r}. "

@@ -1,9 +1,13 @@
-"""Real databases for the suite.
+"""Real databases and a real Redis for the suite.
 
 SQLite always runs, on a temporary file. PostgreSQL and MariaDB run against the servers named by
 `ABADGES_TEST_POSTGRES_URL` and `ABADGES_TEST_MYSQL_URL` (defaults: the local servers), each in
 a scratch database that the session creates and drops. A server that does not answer skips its
 tests with a notice, except under `CI=true`, where it fails them.
+
+Redis is `ABADGES_TEST_REDIS_URL`, else 127.0.0.1:6379 when it answers, else a private
+redis-server the session starts. Each test queues under a queue name of its own and deletes it
+afterwards. Tests that stop Redis use a private server of their own (`redis_server`).
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from collections.abc import AsyncIterator
 import anyio
 import databases
 import pytest
+import redis.asyncio
 import sqlalchemy as sa
 from support import Rows
 
 from abadges import BadgeRegistry
 from abadges.storage import _text
 from abadges.tables import awards
+from abadges.testing import RedisServer, _answers
 
 SERVER_URLS = {
     "postgresql": os.environ.get(
@@ -30,6 +36,7 @@ SERVER_URLS = {
 }
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 exercised: list[str] = []
+redis_used: list[str] = []
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql", "mysql"])
@@ -62,11 +69,46 @@ async def database_url(
         await admin.disconnect()
 
 
+@pytest.fixture(scope="session")
+async def redis_url() -> AsyncIterator[str]:
+    """The Redis the suite queues jobs in (see the module docstring)."""
+    configured = os.environ.get("ABADGES_TEST_REDIS_URL")
+    if configured:
+        redis_used.append(f"{configured} (ABADGES_TEST_REDIS_URL)")
+        yield configured
+    elif await _answers(6379):
+        redis_used.append("redis://127.0.0.1:6379")
+        yield "redis://127.0.0.1:6379"
+    else:
+        async with RedisServer() as server:
+            redis_used.append(f"{server.url} (a private redis-server)")
+            yield server.url
+
+
 @pytest.fixture
-async def registry(database_url: str) -> AsyncIterator[BadgeRegistry]:
-    """A connected registry with no badges over an empty awards table."""
+async def queue_name(redis_url: str) -> AsyncIterator[str]:
+    """An arq queue name of this test's own; the queue is deleted afterwards."""
+    name = f"abadges:test:{uuid.uuid4().hex[:12]}"
+    yield name
+    client = redis.asyncio.Redis.from_url(redis_url)
+    await client.delete(name)
+    await client.aclose()
+
+
+@pytest.fixture
+async def redis_server() -> AsyncIterator[RedisServer]:
+    """A private redis-server, for tests that stop it."""
+    async with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def registry(
+    database_url: str, redis_url: str, queue_name: str
+) -> AsyncIterator[BadgeRegistry]:
+    """A connected registry with no badges over an empty awards table and an empty queue."""
     registry = BadgeRegistry()
-    registry.configure(database_url=database_url)
+    registry.configure(database_url=database_url, redis_url=redis_url, queue_name=queue_name)
     async with registry.lifespan():
         await registry.create_tables()
         await registry._connected_store().database.execute(awards.delete())
@@ -92,3 +134,4 @@ async def stored_rows(database_url: str, registry: BadgeRegistry) -> AsyncIterat
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     seen = ", ".join(dict.fromkeys(exercised)) or "none"
     terminalreporter.write_line(f"abadges: databases exercised: {seen}")
+    terminalreporter.write_line(f"abadges: redis: {', '.join(redis_used) or 'not used'}")

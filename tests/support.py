@@ -1,8 +1,58 @@
-"""Types shared by the tests."""
+"""Types and helpers shared by the tests."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import anyio
+import anyio.abc
+
+from abadges.testing import _free_port
+
 #: The `stored_rows` fixture: reads (user_id, slug, level) of every stored award, in id order.
 Rows = Callable[[], Awaitable[list[tuple[str, str, int]]]]
+
+
+class TcpProxy:
+    """Forwards a 127.0.0.1 port to a server's port: `stop()` cuts every connection and
+    refuses new ones, as a server that went down would; `start()` listens again, same port.
+
+    Create it in the test's own task, with the task group that will run it.
+    """
+
+    def __init__(self, task_group: anyio.abc.TaskGroup, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = _free_port()
+        self._task_group = task_group
+        self._scope: anyio.CancelScope | None = None
+
+    async def start(self) -> None:
+        self._scope = anyio.CancelScope()
+        await self._task_group.start(self._serve, self._scope)
+
+    def stop(self) -> None:
+        assert self._scope is not None
+        self._scope.cancel()
+
+    async def _serve(
+        self, scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        with scope:
+            listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port)
+            async with listener:
+                task_status.started()
+                await listener.serve(self._forward)
+
+    async def _forward(self, client: anyio.abc.SocketStream) -> None:
+        async with client, await anyio.connect_tcp("127.0.0.1", self.target_port) as server:
+            async with anyio.create_task_group() as task_group:
+
+                async def pipe(
+                    source: anyio.abc.SocketStream, sink: anyio.abc.SocketStream
+                ) -> None:
+                    async for chunk in source:
+                        await sink.send(chunk)
+                    task_group.cancel_scope.cancel()
+
+                task_group.start_soon(pipe, client, server)
+                task_group.start_soon(pipe, server, client)

@@ -273,37 +273,6 @@ async def test_on_award_sync_and_async_once_per_new_award(
     assert await registry.has_badge(user, "points", level=2)
 
 
-async def test_deferred_badge_awards_on_frozen_state(registry: BadgeRegistry) -> None:
-    class AddictBadge(Badge):
-        slug = "addict"
-        levels = ["Addict"]
-        events = ["visited"]
-        deferred = True
-
-        async def freeze(self, **state: Any) -> dict[str, Any]:
-            return {**state, "day": 30}
-
-        def award(self, **state: Any) -> BadgeAwarded | None:
-            return BadgeAwarded() if state["day"] >= 30 else None
-
-    registry.register(AddictBadge)
-    [award] = await registry.possibly_award_badge("visited", user="ana")
-    assert award.slug == "addict"
-
-
-async def test_freeze_must_return_a_dict(registry: BadgeRegistry, stored_rows: Rows) -> None:
-    @registry.register
-    class Frozen(VisitBadge):
-        deferred = True
-
-        def freeze(self, **state: Any) -> Any:
-            return [state]
-
-    with pytest.raises(InvalidStateError, match=r"Badge 'visit' freeze\(\) returned \[\{"):
-        await registry.possibly_award_badge("visited", user="ana")
-    assert await stored_rows() == []
-
-
 @pytest.mark.parametrize(
     ("user", "stored"),
     [

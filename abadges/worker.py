@@ -1,0 +1,199 @@
+"""The worker of deferred badges: `arq abadges.worker.Settings`.
+
+It reads the same `ABADGES_*` settings as the app, imports the modules `ABADGES_BADGES` names
+so that their badges are registered, and runs the `abadges.award` jobs the app queues.
+
+arq reads only a settings class's own attributes, so a subclass of `Settings` silently loses
+them. To customise the worker, build complete settings with `worker_settings()`:
+
+    # myapp/worker.py
+    from abadges.worker import worker_settings
+
+    Settings = worker_settings(max_jobs=50, job_timeout=10)
+
+and run `arq myapp.worker.Settings`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from arq import Retry, func
+from arq.connections import RedisSettings
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ._utils import import_module
+from .jobs import JOB_NAME, Job, dumps, loads, run_job
+from .registry import BadgeRegistry
+
+__all__ = ["BACKOFF_CAP", "MAX_TRIES", "Settings", "is_transient", "worker_settings"]
+
+logger = logging.getLogger("abadges.worker")
+
+#: How many times a job may start, retries and runs cut short by a killed worker included.
+MAX_TRIES = 10
+#: Longest wait, in seconds, between two tries of a job that hit a connection error.
+BACKOFF_CAP = 60
+#: The key of the registry in arq's `ctx`.
+REGISTRY = "abadges_registry"
+
+Hook = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def worker_settings(registry: BadgeRegistry | None = None, **overrides: Any) -> dict[str, Any]:
+    """Complete arq worker settings for abadges' jobs, with `overrides` applied.
+
+    `registry` defaults to `abadges.badges`; its settings (the `ABADGES_*` variables and what
+    `configure()` set before this call) give the Redis URL and the queue name. `overrides` are
+    arq `Worker` arguments; an `on_startup` you pass runs after abadges has connected, an
+    `on_shutdown` before it disconnects.
+    """
+    if registry is None:
+        from . import badges
+
+        registry = badges
+    return _settings(registry, overrides)
+
+
+def _settings(registry: BadgeRegistry, overrides: dict[str, Any]) -> dict[str, Any]:
+    settings = registry.settings
+    on_startup: Hook | None = overrides.pop("on_startup", None)
+    on_shutdown: Hook | None = overrides.pop("on_shutdown", None)
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        await start(registry, ctx)
+        if on_startup is not None:
+            await on_startup(ctx)
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        try:
+            if on_shutdown is not None:
+                await on_shutdown(ctx)
+        finally:
+            await registry.disconnect()
+
+    return {
+        "functions": [func(award, name=JOB_NAME)],
+        "queue_name": settings.queue_name,
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        # JSON on both sides: nothing read from Redis is unpickled.
+        "job_serializer": dumps,
+        "job_deserializer": loads,
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "max_tries": MAX_TRIES,
+        # A job killed with its worker runs again once its in-progress key expires, which is
+        # job_timeout + 10 seconds after it started: keep it short. A badge evaluation that
+        # needs a minute is a bug to fix, not a reason to delay every re-run.
+        "job_timeout": 60,
+        # On SIGTERM (a deploy), running jobs get this long to finish before being cancelled
+        # and re-queued; finishing records and announces their awards in one go.
+        "job_completion_wait": 20,
+        # Nobody reads job results; errors are logged. Keeping none saves Redis memory.
+        "keep_result": 0,
+        **overrides,
+    }
+
+
+async def start(registry: BadgeRegistry, ctx: dict[str, Any]) -> None:
+    """Import the badge modules of the `badges` setting, then connect the registry."""
+    for module in registry.settings.badges:
+        import_module(module, "ABADGES_BADGES")
+    if not registry._badges:
+        logger.warning(
+            "No badge is registered in this worker: set ABADGES_BADGES to the modules that "
+            "register your badges."
+        )
+    await registry.connect()
+    ctx[REGISTRY] = registry
+
+
+async def award(ctx: dict[str, Any], payload: object) -> int:
+    """The `abadges.award` job: evaluate an event's deferred badges and record their awards.
+
+    Returns how many awards it recorded. A payload that is not a valid job raises
+    `InvalidJobError`: arq logs it and drops the job. Connection errors are retried with
+    backoff; any other error of a badge is logged with the badge and the job, and not retried.
+    """
+    registry: BadgeRegistry = ctx[REGISTRY]
+    job_id, job_try = ctx["job_id"], ctx["job_try"]
+    job = Job.from_payload(payload)
+    try:
+        outcome = await run_job(registry, job)
+    except Exception as exc:
+        if is_transient(exc):
+            raise _retry(job_id, job_try, exc) from exc
+        raise
+    retry: Retry | None = None
+    for slug, error in outcome.failures:
+        if is_transient(error):
+            retry = _retry(job_id, job_try, error, slug)
+            continue
+        logger.error(
+            "Badge %r failed in job %s (event %r, user %r) and is not retried: %s: %s",
+            slug,
+            job_id,
+            job.event,
+            job.user_id,
+            type(error).__name__,
+            error,
+            exc_info=error,
+        )
+    if retry is not None:
+        # The awards this try recorded stay; the next try records only what is missing.
+        raise retry
+    return len(outcome.recorded)
+
+
+def _retry(job_id: str, job_try: int, exc: Exception, slug: str | None = None) -> Retry:
+    delay = min(2 ** (job_try - 1), BACKOFF_CAP)
+    logger.warning(
+        "Job %s hit a connection error%s (try %d): %s: %s; retrying in %ds.",
+        job_id,
+        f" in badge {slug!r}" if slug else "",
+        job_try,
+        type(exc).__name__,
+        exc,
+        delay,
+    )
+    return Retry(defer=delay)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Is `exc` connection trouble that may pass, so that trying again later makes sense?"""
+    return isinstance(exc, _transient_errors())
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [
+        OSError,  # Refused, reset and timed-out connections.
+        RedisConnectionError,
+        RedisTimeoutError,
+        sqlite3.OperationalError,  # "database is locked"
+    ]
+    try:
+        import asyncpg  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - asyncpg is installed with the tests
+        pass
+    else:
+        errors += [
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,  # "connection is closed"
+            asyncpg.exceptions.OperatorInterventionError,  # server shutting down or restarting
+            asyncpg.exceptions.InsufficientResourcesError,  # too many connections
+        ]
+    try:
+        import asyncmy.errors
+    except ImportError:  # pragma: no cover - asyncmy is installed with the tests
+        pass
+    else:
+        errors.append(asyncmy.errors.OperationalError)
+    return tuple(errors)
+
+
+#: The worker, configured by the `ABADGES_*` variables: `arq abadges.worker.Settings`.
+Settings = worker_settings()
