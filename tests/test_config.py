@@ -4,19 +4,51 @@ from pathlib import Path
 
 import pytest
 
-from abadges import BadgeRegistry, Settings
+from abadges import BadgeRegistry, ConfigurationError, Settings
 from abadges.users import default_user_id
 
 
 def test_defaults() -> None:
-    settings = Settings.from_env({})
-    assert settings.database_url == "sqlite+aiosqlite:///abadges.sqlite3"
-    assert settings.user_id is default_user_id
+    assert Settings.from_env({}) == Settings(
+        database_url="sqlite+aiosqlite:///abadges.sqlite3",
+        redis_url="redis://localhost:6379",
+        queue="redis",
+        queue_name="abadges:queue",
+        badges=(),
+        user_id=default_user_id,
+        user_loader=None,
+    )
 
 
 def test_environment_overrides_defaults() -> None:
-    settings = Settings.from_env({"ABADGES_DATABASE_URL": "postgresql://db/app", "OTHER": "x"})
-    assert settings.database_url == "postgresql://db/app"
+    settings = Settings.from_env(
+        {
+            "ABADGES_DATABASE_URL": "postgresql://db/app",
+            "ABADGES_REDIS_URL": "unix:///run/redis.sock",
+            "ABADGES_QUEUE": "inline",
+            "ABADGES_QUEUE_NAME": "app:badges",
+            "ABADGES_BADGES": "app.badges, app.more_badges,",
+            "ABADGES_USER_LOADER": "app.users:load",
+            "OTHER": "x",
+        }
+    )
+    assert settings == Settings(
+        database_url="postgresql://db/app",
+        redis_url="unix:///run/redis.sock",
+        queue="inline",
+        queue_name="app:badges",
+        badges=("app.badges", "app.more_badges"),
+        user_loader="app.users:load",
+    )
+
+
+def test_a_bad_environment_variable_is_named() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env({"ABADGES_QUEUE": "celery", "ABADGES_DATABASE_URL": "sqlite://"})
+    assert str(caught.value) == "queue must be one of ['redis', 'inline']; got 'celery'."
+    assert caught.value.__notes__ == [
+        "The ABADGES_* variables set: ['ABADGES_DATABASE_URL', 'ABADGES_QUEUE']."
+    ]
 
 
 def test_registry_reads_the_environment_when_it_connects(

@@ -344,5 +344,6 @@ async def test_configure_refuses_unknown_settings_and_a_live_connection(
         registry.configure(databse_url="sqlite://")
     assert str(caught.value) == (
         "configure() got unknown setting(s) ['databse_url']; "
-        "the settings are ['database_url', 'user_id']."
+        "the settings are ['badges', 'database_url', 'queue', 'queue_name', 'redis_url', "
+        "'user_id', 'user_loader']."
     )

@@ -1,0 +1,294 @@
+"""The worker side of deferred badges, with arq's `Worker` run in this process against the real
+Redis and databases: exactly-once records, isolation, retries, bad payloads, outages."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import pickle
+import time
+import uuid
+from typing import Any
+
+import anyio
+import databases
+import pytest
+import redis.asyncio
+from arq.constants import job_key_prefix
+from arq.worker import Worker
+from deferred_badges import VisitorBadge
+from support import Rows, TcpProxy
+
+from abadges import Award, Badge, BadgeAwarded, BadgeRegistry, ConfigurationError
+from abadges.jobs import JOB_NAME, MAX_JOB_BYTES, dumps
+from abadges.worker import worker_settings
+
+
+class SeenBadge(Badge):
+    slug = "seen"
+    levels = ["Seen"]
+    events = ["visited"]
+    deferred = True
+
+    def award(self, **state: Any) -> BadgeAwarded:
+        return BadgeAwarded()
+
+
+class FailingBadge(SeenBadge):
+    slug = "failing"
+
+    def award(self, **state: Any) -> BadgeAwarded:
+        raise ValueError(f"no award for {state['user'].id}")
+
+
+class FlakyBadge(SeenBadge):
+    """Raises a connection error on its first `failures` calls."""
+
+    slug = "flaky"
+    failures = 1
+    calls = 0
+
+    def award(self, **state: Any) -> BadgeAwarded:
+        type(self).calls += 1
+        if type(self).calls <= type(self).failures:
+            raise ConnectionResetError("connection reset by peer")
+        return BadgeAwarded()
+
+
+async def drain(registry: BadgeRegistry, **overrides: Any) -> Worker:
+    """Run a worker of `registry`'s queue until the queue is empty."""
+    settings = worker_settings(registry, burst=True, handle_signals=False, poll_delay=0.05)
+    worker = Worker(**{**settings, **overrides})
+    try:
+        await worker.async_run()
+    finally:
+        await worker.pool.aclose()
+    return worker
+
+
+async def push(redis_url: str, queue_name: str, data: bytes) -> str:
+    """Put raw bytes into the queue as a job, as anything with access to Redis could."""
+    job_id = uuid.uuid4().hex
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        await client.psetex(job_key_prefix + job_id, 60_000, data)
+        await client.zadd(queue_name, {job_id: time.time() * 1000})
+    finally:
+        await client.aclose()
+    return job_id
+
+
+async def queued_ids(redis_url: str, queue_name: str) -> list[str]:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        return [job_id.decode() for job_id in await client.zrange(queue_name, 0, -1)]
+    finally:
+        await client.aclose()
+
+
+def envelope(payload: object, function: str = JOB_NAME) -> bytes:
+    return dumps({"t": None, "f": function, "a": [payload], "k": {}, "et": int(time.time() * 1000)})
+
+
+async def test_a_job_that_runs_twice_records_its_awards_once(
+    registry: BadgeRegistry, redis_url: str, queue_name: str, stored_rows: Rows
+) -> None:
+    registry.register(VisitorBadge)
+    registry.register(SeenBadge)
+    announced: list[Award] = []
+    registry.on_award(announced.append)
+    assert await registry.possibly_award_badge("visited", user="ana") == []
+    assert await registry.possibly_award_badge("visited", user="ana") == []
+    [first_id, _] = await queued_ids(redis_url, queue_name)
+    client = redis.asyncio.Redis.from_url(redis_url)
+    first_job = await client.get(job_key_prefix + first_id)
+    await client.aclose()
+    assert first_job is not None
+
+    worker = await drain(registry)
+    assert (worker.jobs_complete, worker.jobs_failed, worker.jobs_retried) == (2, 0, 0)
+    expected = [("ana", "seen", 1), ("ana", "visitor", 1), ("ana", "visitor", 1)]
+    assert sorted(await stored_rows()) == expected
+    assert len(announced) == 3
+
+    # arq is at-least-once: the same job again (a killed worker's job, re-run) adds nothing.
+    await push(redis_url, queue_name, first_job)
+    worker = await drain(registry)
+    assert worker.jobs_complete == 1
+    assert sorted(await stored_rows()) == expected
+    assert len(announced) == 3
+
+
+async def test_a_failing_badge_is_logged_and_the_others_recorded(
+    registry: BadgeRegistry,
+    redis_url: str,
+    queue_name: str,
+    stored_rows: Rows,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry.register(FailingBadge)
+    registry.register(SeenBadge)
+    await registry.possibly_award_badge("visited", user="ana")
+    [job_id] = await queued_ids(redis_url, queue_name)
+    with caplog.at_level(logging.ERROR, logger="abadges.worker"):
+        worker = await drain(registry)
+    assert (worker.jobs_complete, worker.jobs_failed, worker.jobs_retried) == (1, 0, 0)
+    assert await stored_rows() == [("ana", "seen", 1)]
+    [record] = [r for r in caplog.records if r.name == "abadges.worker"]
+    assert record.getMessage() == (
+        f"Badge 'failing' failed in job {job_id} (event 'visited', user 'ana') and is not "
+        "retried: ValueError: no award for ana"
+    )
+    assert record.exc_info is not None
+
+
+async def test_connection_errors_are_retried_with_backoff(
+    registry: BadgeRegistry,
+    redis_url: str,
+    queue_name: str,
+    stored_rows: Rows,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    FlakyBadge.calls, FlakyBadge.failures = 0, 1
+    registry.register(FlakyBadge)
+    registry.register(VisitorBadge)
+    await registry.possibly_award_badge("visited", user="ana")
+    [job_id] = await queued_ids(redis_url, queue_name)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="abadges.worker"):
+        worker = await drain(registry)
+    assert time.monotonic() - started >= 1
+    assert (worker.jobs_complete, worker.jobs_retried) == (1, 1)
+    assert FlakyBadge.calls == 2
+    # The visitor award of the first try is not recorded again by the second.
+    assert sorted(await stored_rows()) == [("ana", "flaky", 1), ("ana", "visitor", 1)]
+    assert [r.getMessage() for r in caplog.records if r.name == "abadges.worker"] == [
+        f"Job {job_id} hit a connection error in badge 'flaky' (try 1): ConnectionResetError: "
+        "connection reset by peer; retrying in 1s."
+    ]
+
+
+async def test_retries_are_bounded(
+    registry: BadgeRegistry,
+    queue_name: str,
+    stored_rows: Rows,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("abadges.worker.BACKOFF_CAP", 0)
+    FlakyBadge.calls, FlakyBadge.failures = 0, 100
+    registry.register(FlakyBadge)
+    await registry.possibly_award_badge("visited", user="ana")
+    with caplog.at_level(logging.WARNING):
+        worker = await drain(registry, max_tries=3)
+    assert (worker.jobs_failed, worker.jobs_retried, FlakyBadge.calls) == (1, 3, 3)
+    assert "max retries 3 exceeded" in caplog.text
+    assert await stored_rows() == []
+
+
+async def test_bad_payloads_are_rejected_and_the_worker_goes_on(
+    registry: BadgeRegistry,
+    redis_url: str,
+    queue_name: str,
+    stored_rows: Rows,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: pathlib.Path,
+) -> None:
+    target = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (pathlib.Path.touch, (target,))
+
+    registry.register(SeenBadge)
+    valid = {"v": 1, "key": "k" * 32, "event": "visited", "user": "ana", "at": None}
+    await push(redis_url, queue_name, b"\x00garbage\xff")
+    await push(redis_url, queue_name, pickle.dumps({"f": JOB_NAME, "a": [Exploit()]}))
+    await push(redis_url, queue_name, envelope({**valid, "v": 2, "badges": {"seen": {}}}))
+    await push(redis_url, queue_name, envelope({**valid, "badges": {"seen": {}}}, "os.system"))
+    await push(redis_url, queue_name, b'"' + b"x" * MAX_JOB_BYTES + b'"')
+    await registry.possibly_award_badge("visited", user="bob")
+
+    with caplog.at_level(logging.INFO):
+        worker = await drain(registry)
+    assert (worker.jobs_complete, worker.jobs_failed) == (1, 5)
+    assert await stored_rows() == [("bob", "seen", 1)]
+    assert not target.exists()
+    for message in [
+        "Job payload is not JSON",
+        "Job payload starts with b'\\x80\\x04', a pickle; abadges jobs are JSON and pickle is "
+        "never loaded.",
+        "InvalidJobError: Job payload version 2 is not supported; this abadges reads version 1.",
+        "function 'os.system' not found",
+        f"Job payload is {MAX_JOB_BYTES + 2} bytes, over the {MAX_JOB_BYTES}-byte limit",
+    ]:
+        assert message in caplog.text
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_database_outage_is_retried_until_the_database_returns(
+    database_url: str, redis_url: str, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = databases.DatabaseURL(database_url)
+    async with anyio.create_task_group() as task_group:
+        proxy = TcpProxy(task_group, url.port or 5432)
+        await proxy.start()
+        registry = BadgeRegistry()
+        registry.configure(
+            database_url=str(url.replace(port=proxy.port)),
+            redis_url=redis_url,
+            queue_name=queue_name,
+        )
+        registry.register(VisitorBadge)
+        async with registry.lifespan():
+            await registry.create_tables()
+            await registry.possibly_award_badge("visited", user="ana")
+            proxy.stop()
+
+            async def come_back() -> None:
+                await anyio.sleep(0.5)
+                await proxy.start()
+
+            task_group.start_soon(come_back)
+            with caplog.at_level(logging.WARNING, logger="abadges.worker"):
+                worker = await drain(registry)
+            assert worker.jobs_complete == 1
+            assert worker.jobs_retried >= 1
+            assert "hit a connection error (try 1)" in caplog.text
+            assert [a.slug for a in await registry.awards_for("ana")] == ["visitor"]
+        proxy.stop()
+
+
+async def test_startup_names_a_badge_module_it_cannot_import(
+    database_url: str, redis_url: str
+) -> None:
+    registry = BadgeRegistry()
+    registry.configure(database_url=database_url, redis_url=redis_url, badges="no_such_badges")
+    with pytest.raises(ConfigurationError) as caught:
+        await drain(registry)
+    assert str(caught.value).startswith(
+        "ABADGES_BADGES names module 'no_such_badges', which cannot be imported"
+    )
+
+
+async def test_startup_warns_when_no_badge_is_registered(
+    database_url: str, redis_url: str, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = BadgeRegistry()
+    registry.configure(database_url=database_url, redis_url=redis_url, queue_name=queue_name)
+    started: list[str] = []
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        started.append("user startup")
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        started.append("user shutdown")
+
+    settings = worker_settings(registry, on_startup=on_startup, on_shutdown=on_shutdown)
+    with caplog.at_level(logging.WARNING, logger="abadges.worker"):
+        await settings["on_startup"]({})
+    assert "No badge is registered in this worker" in caplog.text
+    assert registry._store is not None
+    await settings["on_shutdown"]({})
+    assert started == ["user startup", "user shutdown"]
+    assert registry._store is None
