@@ -1,0 +1,187 @@
+"""Real `arq` worker processes: `arq abadges.worker.Settings` as written, and a worker killed
+with SIGKILL in the middle of a job."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime
+import os
+import pathlib
+import pickle
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+import redis.asyncio
+from deferred_badges import AddictBadge, RegularBadge, VisitorBadge, record_visit
+from support import Rows
+from test_worker import push
+
+from abadges import BadgeRegistry
+
+ARQ = str(pathlib.Path(sys.executable).parent / "arq")
+TESTS = pathlib.Path(__file__).parent
+
+
+@pytest.fixture
+def worker_env(
+    database_url: str,
+    redis_url: str,
+    queue_name: str,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, str]:
+    """The environment of a worker process; this process freezes state on 2024-05-07, the
+    worker evaluates it on 2024-06-30."""
+    monkeypatch.setenv("ABADGES_TEST_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("ABADGES_TEST_TODAY", "2024-05-07")
+    return {
+        **os.environ,
+        "PYTHONPATH": str(TESTS),
+        "ABADGES_DATABASE_URL": database_url,
+        "ABADGES_REDIS_URL": redis_url,
+        "ABADGES_QUEUE_NAME": queue_name,
+        "ABADGES_BADGES": "deferred_badges",
+        "ABADGES_USER_LOADER": "deferred_badges:load_user",
+        "ABADGES_TEST_TODAY": "2024-06-30",
+    }
+
+
+@pytest.fixture
+def app(registry: BadgeRegistry) -> BadgeRegistry:
+    for badge_class in (AddictBadge, VisitorBadge, RegularBadge):
+        registry.register(badge_class)
+    return registry
+
+
+@contextlib.asynccontextmanager
+async def worker(
+    env: dict[str, str], log: pathlib.Path, settings: str = "abadges.worker.Settings"
+) -> AsyncIterator[anyio.abc.Process]:
+    """`arq <settings>` in a process of its own, its output going to `log`; SIGTERM on exit."""
+    with log.open("ab") as output:
+        process = await anyio.open_process(
+            [ARQ, settings], env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output
+        )
+    try:
+        yield process
+    finally:
+        with anyio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.terminate()
+                with anyio.move_on_after(30):
+                    await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+async def wait_until_drained(redis_url: str, queue_name: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        # Other processes empty the queue: there is no event to wait on, so poll.
+        while await client.zcard(queue_name):  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+    finally:
+        await client.aclose()
+
+
+def announcements(state_dir: pathlib.Path) -> list[list[str]]:
+    path = state_dir / "announced.log"
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def test_the_worker_awards_deferred_badges_on_the_frozen_state(
+    app: BadgeRegistry,
+    worker_env: dict[str, str],
+    redis_url: str,
+    queue_name: str,
+    stored_rows: Rows,
+    tmp_path: pathlib.Path,
+) -> None:
+    for day in range(1, 8):
+        record_visit("ana", datetime.date(2024, 5, day))
+    record_visit("bob", datetime.date(2024, 5, 7))
+    assert await app.possibly_award_badge("visited", user="ana") == []
+    assert await app.possibly_award_badge("visited", user="bob") == []
+
+    class Exploit:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (pathlib.Path.touch, (tmp_path / "pwned",))
+
+    await push(redis_url, queue_name, pickle.dumps({"f": "abadges.award", "a": [Exploit()]}))
+    await push(redis_url, queue_name, b"not json")
+
+    log = tmp_path / "worker.log"
+    async with worker(worker_env, log) as process:
+        with anyio.fail_after(30):
+            await wait_until_drained(redis_url, queue_name)
+    assert process.returncode == 0, log.read_text()
+
+    # The worker's day is 2024-06-30: ana's week of visits counts only because freeze() kept
+    # the day of the event.
+    assert sorted(await stored_rows()) == [
+        ("ana", "addict", 1),
+        ("ana", "regular", 2),
+        ("ana", "visitor", 1),
+        ("bob", "regular", 1),
+        ("bob", "visitor", 1),
+    ]
+    # Callbacks ran once per award, in the worker.
+    announced = announcements(tmp_path)
+    assert len(announced) == 5
+    assert {pid for *_, pid in announced} == {str(process.pid)}
+    # Bad payloads were refused, logged, and nothing of them ran.
+    output = log.read_text()
+    assert not (tmp_path / "pwned").exists()
+    assert "a pickle; abadges jobs are JSON and pickle is never loaded." in output
+    assert "Job payload is not JSON" in output
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_job_killed_midway_is_rerun_and_recorded_once(
+    app: BadgeRegistry,
+    worker_env: dict[str, str],
+    redis_url: str,
+    queue_name: str,
+    stored_rows: Rows,
+    tmp_path: pathlib.Path,
+) -> None:
+    users = ["u1", "u2", "u3", "u4"]
+    for user in users:
+        await app.possibly_award_badge("visited", user=user)
+    # u3's job hangs in its first on_award callback, after its awards are committed.
+    env = {**worker_env, "ABADGES_TEST_HANG_USER": "u3"}
+    settings = "deferred_badges.QuickRetrySettings"
+    log = tmp_path / "worker.log"
+    async with worker(env, log, settings) as first:
+        with anyio.fail_after(20):
+            while not (tmp_path / "hung").exists():  # noqa: ASYNC110 - another process writes it
+                await anyio.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+    assert first.returncode == -signal.SIGKILL
+
+    # arq re-runs the killed job once its in-progress key expires (job_timeout + 10 s).
+    async with worker(env, log, settings):
+        with anyio.fail_after(40):
+            await wait_until_drained(redis_url, queue_name)
+
+    rows = await stored_rows()
+    assert sorted(rows) == sorted(
+        (user, slug, 1) for user in users for slug in ("regular", "visitor")
+    )
+    announced = collections.Counter((user, slug) for user, slug, *_ in announcements(tmp_path))
+    # Each award is announced at most once: the re-run records nothing new, so it announces
+    # nothing; only the awards the killed worker never got to announce go unannounced.
+    assert max(announced.values()) == 1
+    assert all(
+        announced[user, slug] == 1 for user in ("u1", "u2", "u4") for slug in ("regular", "visitor")
+    )
+    assert "try=2" in log.read_text()
