@@ -171,7 +171,8 @@ async def test_an_event_costs_one_job_for_all_its_deferred_badges(
 ) -> None:
     for badge_class in (PointsBadge, AddictBadge, VisitorBadge, RegularBadge):
         registry.register(badge_class)
-    [award] = await registry.possibly_award_badge("visited", user="ana", source=["web", 1])
+    source = ["web", 1, {"agent": "curl"}]
+    [award] = await registry.possibly_award_badge("visited", user="ana", source=source)
     assert (award.slug, award.user_id) == ("points", "ana")
     assert await stored_rows() == [("ana", "points", 1)]
 
@@ -183,9 +184,9 @@ async def test_an_event_costs_one_job_for_all_its_deferred_badges(
         "user": "ana",
         "at": None,
         "badges": {
-            "addict": {"source": ["web", 1], "day": "2024-05-07"},
-            "visitor": {"source": ["web", 1]},
-            "regular": {"source": ["web", 1]},
+            "addict": {"source": source, "day": "2024-05-07"},
+            "visitor": {"source": source},
+            "regular": {"source": source},
         },
     }
     assert len(payload["key"]) == 32

@@ -271,6 +271,36 @@ async def test_startup_names_a_badge_module_it_cannot_import(
     )
 
 
+async def test_a_user_loader_error_fails_the_job_without_retries(
+    registry: BadgeRegistry, stored_rows: Rows, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry.register(SeenBadge)
+    await registry.possibly_award_badge("visited", user="gone")
+    await registry.disconnect()
+    registry.configure(user_loader=missing_user)
+    await registry.connect()
+    with caplog.at_level(logging.ERROR):
+        worker = await drain(registry)
+    assert (worker.jobs_failed, worker.jobs_retried) == (1, 0)
+    assert "abadges.award failed, LookupError: no user 'gone'" in caplog.text
+    assert await stored_rows() == []
+
+
+def missing_user(user_id: str) -> Any:
+    raise LookupError(f"no user {user_id!r}")
+
+
+async def test_startup_reports_a_broken_badge_module_as_it_is(
+    database_url: str, redis_url: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_badges.py").write_text("import no_such_dependency\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    registry = BadgeRegistry()
+    registry.configure(database_url=database_url, redis_url=redis_url, badges="broken_badges")
+    with pytest.raises(ModuleNotFoundError, match="No module named 'no_such_dependency'"):
+        await drain(registry)
+
+
 async def test_startup_warns_when_no_badge_is_registered(
     database_url: str, redis_url: str, queue_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -291,4 +321,9 @@ async def test_startup_warns_when_no_badge_is_registered(
     assert registry._store is not None
     await settings["on_shutdown"]({})
     assert started == ["user startup", "user shutdown"]
+    assert registry._store is None
+
+    plain = worker_settings(registry)
+    await plain["on_startup"]({})
+    await plain["on_shutdown"]({})
     assert registry._store is None
