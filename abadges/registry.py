@@ -182,7 +182,7 @@ class BadgeRegistry:
                 f"possibly_award_badge({event!r}) needs a 'user' in its state; got {sorted(state)}."
             )
         user_id = identify(state["user"], self.settings.user_id)
-        store = self._connected_store()
+        self._connected_store()  # Not connected: fail before any badge runs.
 
         awarded_at = forced_at or datetime.datetime.now(datetime.UTC)
         new_awards: list[NewAward] = []
@@ -204,16 +204,13 @@ class BadgeRegistry:
                 award_key = uuid.uuid4().hex if badge.multiple else ""
                 new_awards.append(NewAward(user_id, badge.slug, level, awarded_at, award_key))
 
-        recorded = await self._record(new_awards, store)
+        recorded = await self._record(new_awards)
         if frozen:
             try:
                 recorded += await self._defer(Job.create(event, user_id, forced_at, frozen))
             except Exception as exc:
                 errors.append(exc)
-        if len(errors) == 1:
-            raise errors[0]
-        if errors:
-            raise ExceptionGroup(f"{len(errors)} badges failed on event {event!r}", errors)
+        _raise_errors(errors, f"{len(errors)} badges failed on event {event!r}")
         return recorded
 
     async def _defer(self, job: Job) -> list[Award]:
@@ -226,17 +223,12 @@ class BadgeRegistry:
         for slug, exc in outcome.failures:
             exc.add_note(f"Raised by deferred badge {slug!r} on event {job.event!r}.")
             errors.append(exc)
-        if len(errors) == 1:
-            raise errors[0]
-        if errors:
-            raise ExceptionGroup(f"{len(errors)} deferred badges failed", errors)
+        _raise_errors(errors, f"{len(errors)} deferred badges failed")
         return outcome.recorded
 
-    async def _record(
-        self, new_awards: list[NewAward], store: AwardStore | None = None
-    ) -> list[Award]:
+    async def _record(self, new_awards: list[NewAward]) -> list[Award]:
         """Insert the awards that are new, then announce those to the `on_award` callbacks."""
-        recorded = await (store or self._connected_store()).insert(new_awards)
+        recorded = await self._connected_store().insert(new_awards)
         await self._announce(recorded)
         return recorded
 
@@ -325,6 +317,14 @@ class BadgeRegistry:
         if badge is None or not 1 <= level <= len(badge.levels):
             return None
         return badge.detail(level)
+
+
+def _raise_errors(errors: list[Exception], group_message: str) -> None:
+    """Raise the one error, or an `ExceptionGroup` of several; nothing when there are none."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ExceptionGroup(group_message, errors)
 
 
 def _forced_timestamp(force_timestamp: object) -> datetime.datetime | None:

@@ -16,6 +16,7 @@ and run `arq myapp.worker.Settings`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ from arq.connections import RedisSettings
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import badges
 from ._utils import import_module
 from .jobs import JOB_NAME, Job, dumps, loads, run_job
 from .registry import BadgeRegistry
@@ -52,20 +54,13 @@ def worker_settings(registry: BadgeRegistry | None = None, **overrides: Any) -> 
     arq `Worker` arguments; an `on_startup` you pass runs after abadges has connected, an
     `on_shutdown` before it disconnects.
     """
-    if registry is None:
-        from . import badges
-
-        registry = badges
-    return _settings(registry, overrides)
-
-
-def _settings(registry: BadgeRegistry, overrides: dict[str, Any]) -> dict[str, Any]:
-    settings = registry.settings
+    owner = badges if registry is None else registry
+    settings = owner.settings
     on_startup: Hook | None = overrides.pop("on_startup", None)
     on_shutdown: Hook | None = overrides.pop("on_shutdown", None)
 
     async def startup(ctx: dict[str, Any]) -> None:
-        await start(registry, ctx)
+        await start(owner, ctx)
         if on_startup is not None:
             await on_startup(ctx)
 
@@ -74,7 +69,7 @@ def _settings(registry: BadgeRegistry, overrides: dict[str, Any]) -> dict[str, A
             if on_shutdown is not None:
                 await on_shutdown(ctx)
         finally:
-            await registry.disconnect()
+            await owner.disconnect()
 
     return {
         "functions": [func(award, name=JOB_NAME)],
@@ -168,6 +163,7 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, _transient_errors())
 
 
+@functools.cache
 def _transient_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [
         OSError,  # Refused, reset and timed-out connections.
