@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
+import databases
 
 from ._utils import import_from_string, maybe_await
 from .base import Badge, BadgeDetail, check_definition
@@ -159,6 +160,13 @@ class BadgeRegistry:
     async def create_tables(self) -> None:
         """Create the awards table and its indexes if they do not exist yet."""
         await self._connected_store().create_tables()
+
+    @property
+    def database(self) -> databases.Database:
+        """The `databases.Database` abadges is connected to, for your own tables in the same
+        database: a user loader in the worker can read users over it instead of opening a
+        second pool. `NotConnectedError` when not connected."""
+        return self._connected_store().database
 
     # Awarding -----------------------------------------------------------------------------------
 

@@ -1,0 +1,201 @@
+"""The one-command demo: the Starlette example and a worker, driven over HTTP.
+
+`scripts/demo` runs `python -m examples.demo` from the repository root. It starts what it needs
+(a redis-server from an installed binary unless `ABADGES_REDIS_URL` is set; the app under
+uvicorn; an `arq abadges.worker.Settings` worker), plays a short scenario that earns inline and
+deferred badges, prints what was awarded, and stops everything it started. The awards go to a
+fresh SQLite file in a temporary directory, unless `ABADGES_DATABASE_URL` names a database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import httpx
+import redis.asyncio
+
+from abadges import badges
+from abadges.testing import RedisServer
+
+from . import store
+
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT = 30
+WORKER_TIMEOUT = 60
+FIRST_DAY = datetime.date(2024, 5, 1)
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="abadges-demo-") as directory:
+        async with run_services(Path(directory)) as (client, redis_url, queue_name):
+            await play(client, redis_url, queue_name)
+        print(f"\nStopped everything the demo started; removed {directory}.")
+
+
+@contextlib.asynccontextmanager
+async def run_services(directory: Path) -> AsyncIterator[tuple[httpx.AsyncClient, str, str]]:
+    """Redis, the tables, the app and the worker; all stopped on the way out."""
+    database_url = os.environ.get(
+        "ABADGES_DATABASE_URL", f"sqlite+aiosqlite:///{directory / 'demo.sqlite3'}"
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        redis_url = os.environ.get("ABADGES_REDIS_URL")
+        if redis_url is None:
+            server = await stack.enter_async_context(RedisServer())
+            redis_url, redis_note = server.url, f"started from {server.binary}"
+        else:
+            redis_note = "from ABADGES_REDIS_URL"
+        # A queue of its own, so that a shared Redis's other workers never see the demo's jobs.
+        queue_name = f"abadges:demo:{uuid.uuid4().hex[:8]}"
+        env = {
+            **os.environ,
+            "ABADGES_DATABASE_URL": database_url,
+            "ABADGES_REDIS_URL": redis_url,
+            "ABADGES_QUEUE_NAME": queue_name,
+            "ABADGES_BADGES": "examples.badges",
+            "ABADGES_USER_LOADER": "examples.store:load_user",
+        }
+        badges.configure(database_url=database_url, redis_url=redis_url, queue_name=queue_name)
+        async with badges.lifespan():
+            await store.create_tables()
+
+        port = free_port()
+        app = [sys.executable, "-m", "uvicorn", "examples.starlette_app:app"]
+        app += ["--host", "127.0.0.1", "--port", str(port)]
+        worker = [sys.executable, "-m", "arq", "abadges.worker.Settings"]
+        print("abadges demo")
+        print(f"  database: {database_url}")
+        print(f"  redis:    {redis_url} ({redis_note})")
+        print(f"  app:      http://127.0.0.1:{port} ({' '.join(app[2:4])})")
+        print(f"  worker:   {' '.join(worker[2:])}\n")
+        for name, command in (("app", app), ("worker", worker)):
+            log = stack.enter_context(open(directory / f"{name}.log", "wb"))  # noqa: ASYNC230
+            process = await anyio.open_process(
+                command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+            stack.push_async_callback(stop, process, name, directory / f"{name}.log")
+
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        )
+        await wait_until_serving(client)
+        yield client, redis_url, queue_name
+
+
+async def play(client: httpx.AsyncClient, redis_url: str, queue_name: str) -> None:
+    """The scenario: points for ana (inline badges), a month of visits for bob and cy
+    (the deferred Addict badge, which cy misses by one day)."""
+    print("Inline badges, awarded in the request:")
+    for points in (3000, 2500, 500, 2500, 3000):
+        result = await post(client, "/users/ana/points", {"points": points})
+        awarded = ", ".join(a["name"] for a in result["awarded"]) or "nothing new"
+        print(f"  POST /users/ana/points {points:>5} -> {result['points']:>6} points, {awarded}")
+
+    print("\nDeferred badges, queued for the worker:")
+    days = [FIRST_DAY + datetime.timedelta(days=n) for n in range(30)]
+    for user, skipped in (("bob", None), ("cy", days[14])):
+        visited = [day for day in days if day != skipped]
+        for day in visited:
+            await post(client, f"/users/{user}/visits", {"day": day.isoformat()})
+        missing = f", not {skipped}" if skipped else ""
+        print(f"  POST /users/{user}/visits x{len(visited)}: {days[0]} to {days[-1]}{missing}")
+    started = time.monotonic()
+    await wait_for_worker(redis_url, queue_name)
+    print(f"  the worker drained the queue in {time.monotonic() - started:.1f} s")
+
+    print("\nWhat each user holds (GET /users/{id}/badges):")
+    for user in ("ana", "bob", "cy"):
+        held = (await get(client, f"/users/{user}/badges"))["awards"]
+        print(f"  {user}: {', '.join(a['name'] for a in held) or 'nothing'}")
+
+    print("\nEvery badge (GET /badges):")
+    for badge in await get(client, "/badges"):
+        for level in badge["levels"]:
+            path = f"/badges/{badge['slug']}/{level['level']}"
+            holders = [h["user"] for h in (await get(client, path))["holders"]]
+            print(
+                f"  {badge['slug']:<9}{level['name']:<9}{level['description']:<32}"
+                f"awarded {level['awarded']}, to {', '.join(dict.fromkeys(holders)) or 'no one'}"
+            )
+    board = await client.get("/")
+    rows = board.text.count("<tr>") - 1
+    print(f"\nGET / serves the same as an HTML badge board: {board.status_code}, {rows} rows.")
+
+
+async def post(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> Any:
+    response = await client.post(path, json=body)
+    response.raise_for_status()
+    return response.json()
+
+
+async def get(client: httpx.AsyncClient, path: str) -> Any:
+    response = await client.get(path)
+    response.raise_for_status()
+    return response.json()
+
+
+async def wait_until_serving(client: httpx.AsyncClient) -> None:
+    with anyio.fail_after(START_TIMEOUT):
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get("/badges")).status_code == 200:
+                    return
+            await anyio.sleep(0.1)
+
+
+async def wait_for_worker(redis_url: str, queue_name: str) -> None:
+    """Until the queue is empty and no job of it is running."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        with anyio.fail_after(WORKER_TIMEOUT):
+            while True:
+                if not await client.zcard(queue_name) and not await client.keys(
+                    "arq:in-progress:*"
+                ):
+                    return
+                await anyio.sleep(0.1)
+    finally:
+        await client.aclose()
+
+
+async def stop(process: anyio.abc.Process, name: str, log: Path) -> None:
+    """SIGTERM, as a supervisor would; SIGKILL if it is still there 20 seconds later."""
+    with anyio.CancelScope(shield=True):
+        if process.returncode is None:
+            process.terminate()
+            with anyio.move_on_after(20):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    if process.returncode not in (0, -15):
+        report_failure(name, process.returncode, log)
+
+
+def report_failure(name: str, returncode: int | None, log: Path) -> None:
+    print(f"The {name} exited with {returncode}; its log ends:", file=sys.stderr)
+    print(log.read_text()[-2000:], file=sys.stderr)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+if __name__ == "__main__":
+    anyio.run(main)

@@ -1,0 +1,50 @@
+"""The example site on Quart.
+
+```sh
+python -m examples.store                  # once: create the tables
+uvicorn examples.quart_app:app            # the app, on http://127.0.0.1:8000
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Quart, ResponseReturnValue, request
+
+from abadges.integrations.quart import init_app
+
+from . import api
+
+app = Quart(__name__)
+init_app(app)
+
+
+@app.post("/users/<id>/points")
+async def add_points(id: str) -> dict[str, Any]:
+    return await api.add_points(id, await request.body)
+
+
+@app.post("/users/<id>/visits")
+async def add_visit(id: str) -> dict[str, Any]:
+    return await api.add_visit(id, await request.body)
+
+
+@app.get("/users/<id>/badges")
+async def user_badges(id: str) -> dict[str, Any]:
+    return await api.user_badges(id)
+
+
+@app.get("/badges")
+async def badge_list() -> list[dict[str, Any]]:
+    return await api.badge_list()
+
+
+@app.get("/badges/<slug>/<level>")
+async def badge_holders(slug: str, level: str) -> dict[str, Any]:
+    return await api.badge_holders(slug, level)
+
+
+@app.errorhandler(api.HTTPError)
+async def refuse(exc: api.HTTPError) -> ResponseReturnValue:
+    return {"error": exc.message}, exc.status
