@@ -137,8 +137,11 @@ def _json(body: bytes) -> dict[str, Any]:
     return data
 
 
+KINDS = {int: "a whole number", str: "a string"}
+
+
 def _field(data: dict[str, Any], name: str, kind: type[Any]) -> Any:
     value = data.get(name)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise HTTPError(400, f"{name!r} must be a {kind.__name__}; got {value!r}.")
+        raise HTTPError(400, f"{name!r} must be {KINDS[kind]}; got {json.dumps(value)[:80]}.")
     return value

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+import pathlib
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import anyio.abc
 
 from abadges.testing import _free_port
+
+ARQ = str(pathlib.Path(sys.executable).parent / "arq")
 
 #: The `stored_rows` fixture: reads (user_id, slug, level) of every stored award, in id order.
 Rows = Callable[[], Awaitable[list[tuple[str, str, int]]]]
@@ -56,3 +62,26 @@ class TcpProxy:
 
                 task_group.start_soon(pipe, client, server)
                 task_group.start_soon(pipe, server, client)
+
+
+@contextlib.asynccontextmanager
+async def worker(
+    env: dict[str, str], log: pathlib.Path, settings: str = "abadges.worker.Settings"
+) -> AsyncIterator[anyio.abc.Process]:
+    """`arq <settings>` in a process of its own, its output going to `log`; SIGTERM on exit,
+    which lets the jobs it is running finish first."""
+    with log.open("ab") as output:
+        process = await anyio.open_process(
+            [ARQ, settings], env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output
+        )
+    try:
+        yield process
+    finally:
+        with anyio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.terminate()
+                with anyio.move_on_after(30):
+                    await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()

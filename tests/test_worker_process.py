@@ -4,15 +4,11 @@ with SIGKILL in the middle of a job."""
 from __future__ import annotations
 
 import collections
-import contextlib
 import datetime
 import os
 import pathlib
 import pickle
 import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -20,12 +16,11 @@ import anyio.abc
 import pytest
 import redis.asyncio
 from deferred_badges import AddictBadge, RegularBadge, VisitorBadge, record_visit
-from support import Rows
+from support import Rows, worker
 from test_worker import push
 
 from abadges import BadgeRegistry
 
-ARQ = str(pathlib.Path(sys.executable).parent / "arq")
 TESTS = pathlib.Path(__file__).parent
 
 
@@ -58,28 +53,6 @@ def app(registry: BadgeRegistry) -> BadgeRegistry:
     for badge_class in (AddictBadge, VisitorBadge, RegularBadge):
         registry.register(badge_class)
     return registry
-
-
-@contextlib.asynccontextmanager
-async def worker(
-    env: dict[str, str], log: pathlib.Path, settings: str = "abadges.worker.Settings"
-) -> AsyncIterator[anyio.abc.Process]:
-    """`arq <settings>` in a process of its own, its output going to `log`; SIGTERM on exit."""
-    with log.open("ab") as output:
-        process = await anyio.open_process(
-            [ARQ, settings], env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output
-        )
-    try:
-        yield process
-    finally:
-        with anyio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.terminate()
-                with anyio.move_on_after(30):
-                    await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
 
 
 async def wait_until_drained(redis_url: str, queue_name: str) -> None:

@@ -10,7 +10,6 @@ init_app(app)
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
 from .. import badges
@@ -23,10 +22,9 @@ __all__ = ["init_app"]
 
 
 def init_app(app: Quart, registry: BadgeRegistry = badges) -> None:
-    """Register a `while_serving` hook on `app` that connects `registry` before the first request
-    and disconnects it after the last."""
-
-    @app.while_serving
-    async def abadges_lifespan() -> AsyncGenerator[None, None]:
-        async with registry.lifespan():
-            yield
+    """Connect `registry` before `app` serves its first request (`before_serving`) and
+    disconnect it after the last (`after_serving`)."""
+    # Not `while_serving`: Quart makes that generator once, at registration, so an app that
+    # serves a second time (another test, say) would find it spent.
+    app.before_serving(registry.connect)
+    app.after_serving(registry.disconnect)

@@ -1,0 +1,91 @@
+"""The README's first command, `scripts/demo`, as a newcomer runs it."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).parents[2]
+
+SCENARIO = """\
+Inline badges, awarded in the request:
+  POST /users/ana/points  3000 ->   3000 points, Windfall
+  POST /users/ana/points  2500 ->   5500 points, Bronze, Windfall
+  POST /users/ana/points   500 ->   6000 points, nothing new
+  POST /users/ana/points  2500 ->   8500 points, Silver, Windfall
+  POST /users/ana/points  3000 ->  11500 points, Gold, Windfall
+
+Deferred badges, queued for the worker:
+  POST /users/bob/visits x30: 2024-05-01 to 2024-05-30
+  POST /users/cy/visits x29: 2024-05-01 to 2024-05-30, not 2024-05-15
+  the worker drained the queue in N s
+
+What each user holds (GET /users/{id}/badges):
+  ana: Windfall, Gold, Windfall, Silver, Windfall, Bronze, Windfall
+  bob: Addict
+  cy: nothing
+
+Every badge (GET /badges):
+  points   Bronze   Over 5,000 points               awarded 1, to ana
+  points   Silver   Over 7,500 points               awarded 1, to ana
+  points   Gold     Over 10,000 points              awarded 1, to ana
+  windfall Windfall 1,000 points or more at once    awarded 4, to ana
+  addict   Addict   Visited every day for 30 days   awarded 1, to bob
+
+GET / serves the same as an HTML badge board: 200, 5 rows.
+"""
+
+
+def refuses(url: str) -> bool:
+    host, port = url.rsplit("/", 1)[-1].split(":")
+    with socket.socket() as sock:
+        return sock.connect_ex((host, int(port))) != 0
+
+
+@pytest.mark.parametrize("redis", ["its own", "ABADGES_REDIS_URL"])
+def test_the_demo_runs_and_stops_what_it_started(redis: str, redis_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ABADGES_")}
+    if redis == "its own":
+        # What a newcomer types. It installs into .venv first, which is quick when done.
+        command = [str(ROOT / "scripts" / "demo")]
+    else:
+        env["ABADGES_REDIS_URL"] = redis_url
+        command = [sys.executable, "-m", "examples.demo"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+    header, *middle, footer = result.stdout.split("\n\n")
+    settings = dict(
+        (name.strip(), value.strip())
+        for name, value in (line.split(":", 1) for line in header.splitlines()[1:])
+    )
+    directory = re.fullmatch(r"sqlite\+aiosqlite:///(.*)/demo\.sqlite3", settings["database"])
+    assert directory is not None, header
+    app_url, app_command = settings["app"].split(" ", 1)
+    assert app_command == "(uvicorn examples.starlette_app:app)"
+    assert settings["worker"] == "arq abadges.worker.Settings"
+    redis_used = settings["redis"].split()[0]
+    if redis == "its own":
+        assert re.fullmatch(
+            r"redis://127\.0\.0\.1:\d+ \(started from \S*redis-server\)", settings["redis"]
+        )
+        assert redis_used != redis_url
+    else:
+        assert settings["redis"] == f"{redis_url} (from ABADGES_REDIS_URL)"
+
+    scenario = "\n\n".join(middle) + "\n"
+    assert re.sub(r"in \d+\.\d s", "in N s", scenario) == SCENARIO
+    assert footer == f"Stopped everything the demo started; removed {directory[1]}.\n"
+
+    # Stopped and removed: the app's port and the private Redis's refuse connections.
+    assert not pathlib.Path(directory[1]).exists()
+    assert refuses(app_url)
+    if redis == "its own":
+        assert refuses(redis_used)
