@@ -34,27 +34,38 @@ ENVIRONMENT = {
 class Settings:
     """What a `BadgeRegistry` connects to, and how it identifies and loads users."""
 
-    #: Any `databases` URL: `sqlite+aiosqlite:///...`, `postgresql+asyncpg://...`,
-    #: `mysql+asyncmy://...`. Environment: `ABADGES_DATABASE_URL`.
     database_url: str = "sqlite+aiosqlite:///abadges.sqlite3"
-    #: The Redis that carries deferred badges to the worker: `redis://`, `rediss://` or
-    #: `unix://`. Environment: `ABADGES_REDIS_URL`.
+    """Any `databases` URL: `sqlite+aiosqlite:///...`, `postgresql+asyncpg://...`,
+    `mysql+asyncmy://...`. Environment: `ABADGES_DATABASE_URL`.
+    """
+
     redis_url: str = "redis://localhost:6379"
-    #: "redis": deferred badges become arq jobs for `arq abadges.worker.Settings`.
-    #: "inline": they run in the calling process, through the same JSON codec (for tests and
-    #: development). Environment: `ABADGES_QUEUE`.
+    """The Redis that carries deferred badges to the worker: `redis://`, `rediss://` or `unix://`.
+    Environment: `ABADGES_REDIS_URL`.
+    """
+
     queue: Literal["redis", "inline"] = "redis"
-    #: The arq queue (a Redis key) that app and worker share. Environment: `ABADGES_QUEUE_NAME`.
+    """Where deferred badges go. "redis": arq jobs for `arq abadges.worker.Settings`. "inline":
+    the calling process, through the same JSON codec (for tests and development). Environment:
+    `ABADGES_QUEUE`.
+    """
+
     queue_name: str = "abadges:queue"
-    #: Modules the worker imports at start to register its badges. Environment:
-    #: `ABADGES_BADGES`, comma-separated.
+    """The arq queue (a Redis key) that app and worker share. Environment: `ABADGES_QUEUE_NAME`."""
+
     badges: tuple[str, ...] = ()
-    #: Turns the `user` of an event into the identity stored with its awards.
+    """Modules the worker imports at start to register its badges. Environment: `ABADGES_BADGES`,
+    comma-separated.
+    """
+
     user_id: UserIdFunction = default_user_id
-    #: Turns a stored identity back into the `user` a deferred badge's `award()` receives:
-    #: a function, or its import string `"pkg.mod:func"`. Without one, `award()` gets a
-    #: `UserRef`. Environment: `ABADGES_USER_LOADER`.
+    """Turns the `user` of an event into the identity stored with its awards."""
+
     user_loader: UserLoader | str | None = None
+    """Turns a stored identity back into the `user` a deferred badge's `award()` receives: a
+    function, or its import string `"pkg.mod:func"`. Without one, `award()` gets a `UserRef`.
+    Environment: `ABADGES_USER_LOADER`.
+    """
 
     def __post_init__(self) -> None:
         if self.queue not in QUEUES:

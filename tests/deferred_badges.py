@@ -1,7 +1,7 @@
 """Deferred badges for the tests, and for the worker processes they start.
 
-The worker imports this module through `ABADGES_BADGES=deferred_badges`, with `tests/` on
-`PYTHONPATH`. Processes share state through files in `$ABADGES_TEST_STATE_DIR`: a user's
+Tests register them on registries of their own; worker processes get them through
+`deferred_worker`. Processes share state through files in `$ABADGES_TEST_STATE_DIR`: a user's
 visits, and a log of every `on_award` call with the process that made it.
 """
 
@@ -16,8 +16,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from abadges import Award, Badge, BadgeAwarded, badges
-from abadges.worker import worker_settings
+from abadges import Badge, BadgeAwarded
 
 
 class User:
@@ -93,22 +92,3 @@ class RegularBadge(Badge):
     def award(self, **state: Any) -> BadgeAwarded:
         visits = len(state["user"].visits)
         return BadgeAwarded(level=3 if visits >= 10 else 2 if visits >= 5 else 1)
-
-
-@badges.on_award
-async def log_award(award: Award) -> None:
-    """Log each announcement; hang on the first one for `$ABADGES_TEST_HANG_USER`, so a test
-    can kill the worker between recording and announcing."""
-    with (state_dir() / "announced.log").open("a") as log:
-        log.write(f"{award.user_id} {award.slug} {award.level} {os.getpid()}\n")
-    marker = state_dir() / "hung"
-    if award.user_id == os.environ.get("ABADGES_TEST_HANG_USER") and not marker.exists():
-        marker.touch()
-        await anyio.sleep_forever()
-
-
-for badge_class in (AddictBadge, VisitorBadge, RegularBadge):
-    badges.register(badge_class)
-
-#: A worker whose killed jobs run again 12 seconds later (job timeout + 10 s).
-QuickRetrySettings = worker_settings(job_timeout=2, poll_delay=0.05)

@@ -1,5 +1,6 @@
-"""Every Python example in README.md and docs/ runs as written, in a fresh directory on the
-default SQLite database, and prints exactly the ```text block that follows it, if any."""
+"""Every Python example in README.md and docs/ (subdirectories included) runs as written, in a
+fresh directory on the default SQLite database, and prints exactly the ```text block that follows
+it, if any."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = ROOT / "docs"
+PAGES = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 
 
@@ -27,8 +29,13 @@ def examples(page: Path) -> list[tuple[str, str | None]]:
     return found
 
 
+def page_id(page: Path) -> str:
+    """README.md, or the page's path under docs/, such as integrations/starlette.md."""
+    return page.name if page.parent == ROOT else page.relative_to(DOCS).as_posix()
+
+
 CASES = [
-    pytest.param(code, output, id=f"{page.name}-{n}")
+    pytest.param(code, output, id=f"{page_id(page)}-{n}")
     for page in PAGES
     for n, (code, output) in enumerate(examples(page), start=1)
 ]

@@ -42,7 +42,7 @@ def worker_env(
         "ABADGES_DATABASE_URL": database_url,
         "ABADGES_REDIS_URL": redis_url,
         "ABADGES_QUEUE_NAME": queue_name,
-        "ABADGES_BADGES": "deferred_badges",
+        "ABADGES_BADGES": "deferred_worker",
         "ABADGES_USER_LOADER": "deferred_badges:load_user",
         "ABADGES_TEST_TODAY": "2024-06-30",
     }
@@ -131,7 +131,7 @@ async def test_a_job_killed_midway_is_rerun_and_recorded_once(
         await app.possibly_award_badge("visited", user=user)
     # u3's job hangs in its first on_award callback, after its awards are committed.
     env = {**worker_env, "ABADGES_TEST_HANG_USER": "u3"}
-    settings = "deferred_badges.QuickRetrySettings"
+    settings = "deferred_worker.QuickRetrySettings"
     log = tmp_path / "worker.log"
     async with worker(env, log, settings) as first:
         # Kill it once u3's job hangs and the other jobs, running beside it, have finished.
