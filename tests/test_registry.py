@@ -332,6 +332,15 @@ async def test_calls_before_connect_say_how_to_connect() -> None:
         await registry.possibly_award_badge("visited", user="ana")
     with pytest.raises(NotConnectedError):
         await registry.awards_for("ana")
+    with pytest.raises(NotConnectedError):
+        registry.database  # noqa: B018
+
+
+async def test_the_database_is_the_connection_abadges_holds(registry: BadgeRegistry) -> None:
+    registry.register(VisitBadge)
+    await registry.possibly_award_badge("visited", user="ana")
+    assert registry.database.is_connected
+    assert await registry.database.fetch_val("SELECT count(*) FROM abadges_awards") == 1
 
 
 async def test_configure_refuses_unknown_settings_and_a_live_connection(
