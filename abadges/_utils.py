@@ -45,3 +45,15 @@ def import_module(module_name: str, setting: str) -> ModuleType:
         raise ConfigurationError(
             f"{setting} names module {module_name!r}, which cannot be imported: {exc}."
         ) from exc
+
+
+def storable(text: str) -> bool:
+    """Can every database keep `text` as it is? Not with a NUL (PostgreSQL refuses it), nor with
+    a lone surrogate, which no driver can encode as UTF-8 (JSON's "\\ud800" decodes to one)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

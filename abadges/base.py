@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
+from ._utils import storable
 from .exceptions import BadgeDefinitionError, InvalidAwardError, InvalidLevelError
 
 __all__ = ["Badge", "BadgeAwarded", "BadgeDetail"]
@@ -128,8 +129,13 @@ def check_definition(cls: object) -> None:
         if not hasattr(cls, attribute):
             raise BadgeDefinitionError(f"{name} has no {attribute!r} attribute.")
     slug = cls.slug
-    if not isinstance(slug, str) or not slug.strip() or "\x00" in slug:
+    if not isinstance(slug, str) or not slug.strip():
         raise BadgeDefinitionError(f"{name}.slug must be a non-empty string; got {slug!r}.")
+    if not storable(slug):
+        raise BadgeDefinitionError(
+            f"{name}.slug {slug[:80]!r} holds a NUL or a lone surrogate, which databases cannot "
+            "store."
+        )
     if len(slug) > MAX_SLUG_LENGTH:
         raise BadgeDefinitionError(
             f"{name}.slug is {len(slug)} characters long; the limit is {MAX_SLUG_LENGTH}."

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from ._utils import storable
 from .exceptions import InvalidStateError
 
 __all__ = [
@@ -50,10 +51,10 @@ def identify(user: Any, user_id: UserIdFunction) -> str:
             "expected a str, int or UUID. Configure user_id= to say how to identify users."
         )
     identity = str(value)
-    if not identity or "\x00" in identity or len(identity) > MAX_USER_ID_LENGTH:
+    if not identity or len(identity) > MAX_USER_ID_LENGTH or not storable(identity):
         raise InvalidStateError(
             f"The user identity {identity[:80]!r} is not storable: it must have 1 to "
-            f"{MAX_USER_ID_LENGTH} characters and no NUL character."
+            f"{MAX_USER_ID_LENGTH} characters, no NUL and no lone surrogate."
         )
     return identity
 

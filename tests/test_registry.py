@@ -173,6 +173,7 @@ async def test_bad_award_records_nothing(
         ({"user": ""}, "The user identity '' is not storable"),
         ({"user": "x" * 256}, "The user identity 'xxxxx"),
         ({"user": "a\x00b"}, "The user identity 'a\\x00b' is not storable"),
+        ({"user": "\ud800"}, "The user identity '\\ud800' is not storable"),
         (
             {"user": "ana", "force_timestamp": datetime.datetime(2024, 5, 1)},
             "force_timestamp must be a timezone-aware datetime; "
