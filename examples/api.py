@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any
 
-from abadges import Award, BadgeNotRegisteredError, InvalidLevelError, badges
+from abadges import Award, BadgeNotRegisteredError, InvalidLevelError, QueueUnavailableError, badges
 
 from . import badges as _registered  # noqa: F401  (registers the example's badges)
 from . import store
@@ -53,7 +53,13 @@ async def add_visit(user_id: str, body: bytes) -> dict[str, Any]:
             raise HTTPError(400, f"day must be a date like 2024-05-01; got {text!r}.") from None
     await store.add_visit(user_id, day)
     user = await store.load_user(user_id)
-    awarded = await badges.possibly_award_badge("visited", user=user, day=day)
+    try:
+        awarded = await badges.possibly_award_badge("visited", user=user, day=day)
+    except QueueUnavailableError as exc:
+        # The visit stands; the badges it may earn wait for the user's next visit.
+        raise HTTPError(
+            503, f"The visit is recorded, but its badges could not be queued: {exc}"
+        ) from exc
     return {"user": user.id, "day": day.isoformat(), "awarded": [_award(a) for a in awarded]}
 
 

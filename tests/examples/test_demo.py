@@ -25,7 +25,7 @@ Inline badges, awarded in the request:
 Deferred badges, queued for the worker:
   POST /users/bob/visits x30: 2024-05-01 to 2024-05-30
   POST /users/cy/visits x29: 2024-05-01 to 2024-05-30, not 2024-05-15
-  the worker drained the queue in N s
+  the worker ran every job in N s, then stopped
 
 What each user holds (GET /users/{id}/badges):
   ana: Windfall, Gold, Windfall, Silver, Windfall, Bronze, Windfall

@@ -302,6 +302,23 @@ REFUSED = [
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
+async def test_without_redis_a_visit_is_recorded_and_answered_503(
+    framework: str, site_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = f"redis://127.0.0.1:{_free_port()}"
+    monkeypatch.setenv("ABADGES_REDIS_URL", dead)
+    async with serve(framework) as client:
+        response = await client.post("/users/bob/visits", json={"day": "2024-05-01"})
+        assert response.status_code == 503
+        assert response.json()["error"].startswith(
+            "The visit is recorded, but its badges could not be queued: Redis at "
+            f"{dead} did not take the job"
+        )
+        visits = await badges.database.fetch_all(store.visits.select())
+        assert [(row[0], str(row[1])) for row in visits] == [("bob", "2024-05-01")]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 async def test_the_app_refuses_bad_input_and_writes_nothing(
     framework: str, site_env: dict[str, str], redis_url: str
 ) -> None:
