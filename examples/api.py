@@ -33,7 +33,7 @@ async def add_points(user_id: str, body: bytes) -> dict[str, Any]:
     """`POST /users/{id}/points` with `{"points": n}`: add them, then award what they earn."""
     points = _field(_json(body), "points", int)
     if not 1 <= points <= MAX_POINTS:
-        raise HTTPError(400, f"points must be from 1 to {MAX_POINTS:,}; got {points}.")
+        raise HTTPError(400, f"points must be from 1 to {MAX_POINTS:,}; got {str(points)[:80]}.")
     user = await store.add_points(_user_id(user_id), points)
     awarded = await badges.possibly_award_badge("points_awarded", user=user, added=points)
     return {"user": user.id, "points": user.points, "awarded": [_award(a) for a in awarded]}
