@@ -24,7 +24,7 @@ import anyio.abc
 
 from .exceptions import ConfigurationError
 
-__all__ = ["RedisServer", "find_redis_server"]
+__all__ = ["RedisServer", "find_redis_server", "free_port"]
 
 
 def find_redis_server() -> str:
@@ -46,7 +46,7 @@ class RedisServer:
 
     def __init__(self, binary: str | None = None) -> None:
         self.binary = binary or find_redis_server()
-        self.port = _free_port()
+        self.port = free_port()
         self._process: anyio.abc.Process | None = None
         self._directory: tempfile.TemporaryDirectory[str] | None = None
 
@@ -109,7 +109,8 @@ class RedisServer:
         await self.stop()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]

@@ -14,7 +14,6 @@ import dataclasses
 import datetime
 import functools
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import httpx
 import redis.asyncio
 
 from abadges import badges
-from abadges.testing import RedisServer
+from abadges.testing import RedisServer, free_port
 
 from . import store
 
@@ -203,13 +202,6 @@ async def stop(process: anyio.abc.Process, name: str, log: Path) -> None:
 def report_failure(name: str, returncode: int | None, log: Path) -> None:
     print(f"The {name} exited with {returncode}; its log ends:", file=sys.stderr)
     print(log.read_text()[-2000:], file=sys.stderr)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 if __name__ == "__main__":

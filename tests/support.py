@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import anyio
 import anyio.abc
 
-from abadges.testing import _free_port
+from abadges.testing import free_port
 
 ARQ = str(pathlib.Path(sys.executable).parent / "arq")
 
@@ -28,7 +28,7 @@ class TcpProxy:
 
     def __init__(self, task_group: anyio.abc.TaskGroup, target_port: int) -> None:
         self.target_port = target_port
-        self.port = _free_port()
+        self.port = free_port()
         self._task_group = task_group
         self._scope: anyio.CancelScope | None = None
 

@@ -24,7 +24,7 @@ from support import worker
 
 from abadges import badges
 from abadges.tables import awards
-from abadges.testing import _free_port
+from abadges.testing import free_port
 from examples import aiohttp_app, quart_app, starlette_app, store
 
 ROOT = pathlib.Path(__file__).parents[2]
@@ -65,7 +65,7 @@ async def serve(framework: str) -> AsyncIterator[httpx.AsyncClient]:
             await server.close()
         return
     app = starlette_app.app if framework == "starlette" else quart_app.app
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     uvicorn_server = uvicorn.Server(config)
     async with anyio.create_task_group() as task_group:
@@ -305,7 +305,7 @@ REFUSED = [
 async def test_without_redis_a_visit_is_recorded_and_answered_503(
     framework: str, site_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dead = f"redis://127.0.0.1:{_free_port()}"
+    dead = f"redis://127.0.0.1:{free_port()}"
     monkeypatch.setenv("ABADGES_REDIS_URL", dead)
     async with serve(framework) as client:
         response = await client.post("/users/bob/visits", json={"day": "2024-05-01"})
