@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
+import logging
 import math
 import urllib.parse
 import uuid
@@ -43,10 +45,13 @@ __all__ = [
     "JobOutcome",
     "JobQueue",
     "dumps",
+    "event_award_key",
     "freeze_state",
     "loads",
     "run_job",
 ]
+
+logger = logging.getLogger("abadges")
 
 JOB_NAME = "abadges.award"
 JOB_VERSION = 1
@@ -56,6 +61,8 @@ MAX_JOB_BYTES = 1_000_000
 MAX_DEPTH = 32
 #: Seconds Redis has to take a job before the request gets `QueueUnavailableError`.
 ENQUEUE_TIMEOUT = 1.0
+#: Longest `event_key` a call may give.
+MAX_EVENT_KEY_LENGTH = 255
 
 JSON_TYPES = "str, int, float, bool, None, and lists and dicts with str keys"
 
@@ -116,9 +123,10 @@ class Job:
         user_id: str,
         awarded_at: datetime.datetime | None,
         states: dict[str, dict[str, Any]],
+        key: str | None = None,
     ) -> Job:
-        """A job with a new key, refusing state too big to queue."""
-        job = cls(uuid.uuid4().hex, event, user_id, awarded_at, states)
+        """A job with `key` (a new one if None), refusing state too big to queue."""
+        job = cls(key or uuid.uuid4().hex, event, user_id, awarded_at, states)
         size = len(dumps(job.to_payload()))
         if size > MAX_JOB_BYTES - 1000:  # Leave room for arq's envelope.
             largest = max(states, key=lambda slug: len(dumps(states[slug])))
@@ -202,6 +210,22 @@ def _shorten(value: object) -> str:
 # The request side -----------------------------------------------------------------------------
 
 
+def event_award_key(event: str, user_id: str, event_key: object) -> str:
+    """The award and job key of an event that the caller named with `event_key`.
+
+    The event and the user are part of it, so that one request id may key several events, or
+    the same event for several users, without their awards or jobs colliding.
+    """
+    if not isinstance(event_key, str) or not 1 <= len(event_key) <= MAX_EVENT_KEY_LENGTH:
+        raise InvalidStateError(
+            f"event_key must be a str of 1 to {MAX_EVENT_KEY_LENGTH} characters naming this "
+            f"occurrence of event {event!r}, such as a request or order id; got "
+            f"{_shorten(event_key)}."
+        )
+    parts = "\0".join((event, user_id, event_key)).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(parts).hexdigest()[:32]
+
+
 async def freeze_state(badge: Badge, state: dict[str, Any]) -> dict[str, Any]:
     """The state a deferred badge's job will carry: what `freeze()` returns, checked to be JSON.
 
@@ -276,13 +300,17 @@ class JobQueue:
         """Queue `job`; `QueueUnavailableError` if Redis does not take it within a second."""
         try:
             with anyio.fail_after(ENQUEUE_TIMEOUT):
-                await self._redis.enqueue_job(JOB_NAME, job.to_payload(), _job_id=job.key)
+                queued = await self._redis.enqueue_job(JOB_NAME, job.to_payload(), _job_id=job.key)
         except (OSError, RedisError) as exc:  # TimeoutError is an OSError.
             raise QueueUnavailableError(
                 f"Redis at {_obscure(self.redis_url)} did not take the job of event "
                 f"{job.event!r} within {ENQUEUE_TIMEOUT:g}s ({type(exc).__name__}: {exc}); "
                 f"deferred badges {sorted(job.states)} were not queued."
             ) from exc
+        if queued is None:
+            # arq keeps one job per id: a call retried with the same event_key while its first
+            # job is still queued or running adds nothing.
+            logger.debug("Job %s of event %r is queued already.", job.key, job.event)
 
     async def close(self) -> None:
         await self._redis.aclose()

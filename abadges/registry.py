@@ -23,7 +23,7 @@ from .exceptions import (
     InvalidStateError,
     NotConnectedError,
 )
-from .jobs import Job, JobQueue, dumps, freeze_state, loads, run_job
+from .jobs import Job, JobQueue, dumps, event_award_key, freeze_state, loads, run_job
 from .storage import Award, AwardStore, NewAward
 from .users import UserRef, identify, identify_known
 
@@ -173,23 +173,27 @@ class BadgeRegistry:
     async def possibly_award_badge(self, event: str, **state: Any) -> list[Award]:
         """Evaluate every badge listening to `event` for `state["user"]`; record what they award.
 
-        `force_timestamp`, a timezone-aware datetime, sets `awarded_at`; the badges do not see
-        it. Deferred badges are frozen and queued as one job for the worker (run in this call
-        when the `queue` setting is "inline"). Returns the awards this call recorded. An unknown
-        event does nothing. A badge that raises does not stop the others: their awards are
-        recorded and announced first, then the error propagates (an `ExceptionGroup` when
-        several badges raised).
+        `force_timestamp`, a timezone-aware datetime, sets `awarded_at`; `event_key`, a str
+        naming this occurrence of the event, makes calling again with it safe: the awards of
+        `multiple` badges and the deferred job are keyed by it, so a retried call records
+        nothing twice. The badges see neither. Deferred badges are frozen and queued as one job
+        for the worker (run in this call when the `queue` setting is "inline"). Returns the
+        awards this call recorded. An unknown event does nothing. A badge that raises does not
+        stop the others: their awards are recorded and announced first, then the error
+        propagates (an `ExceptionGroup` when several badges raised).
         """
         badges = self._events.get(event)
         if not badges:
             logger.debug("No badge listens to event %r.", event)
             return []
         forced_at = _forced_timestamp(state.pop("force_timestamp", None))
+        event_key = state.pop("event_key", None)
         if "user" not in state:
             raise InvalidStateError(
                 f"possibly_award_badge({event!r}) needs a 'user' in its state; got {sorted(state)}."
             )
         user_id = identify(state["user"], self.settings.user_id)
+        key = None if event_key is None else event_award_key(event, user_id, event_key)
         self._connected_store()  # Not connected: fail before any badge runs.
 
         awarded_at = forced_at or datetime.datetime.now(datetime.UTC)
@@ -209,13 +213,14 @@ class BadgeRegistry:
             if level is not None:
                 # Each event gives a `multiple` badge a new key, so the unique constraint lets
                 # its awards accumulate; the other badges share the empty key and are held once.
-                award_key = uuid.uuid4().hex if badge.multiple else ""
+                # A retried event gives its `event_key`'s key again, and records nothing twice.
+                award_key = (key or uuid.uuid4().hex) if badge.multiple else ""
                 new_awards.append(NewAward(user_id, badge.slug, level, awarded_at, award_key))
 
         recorded = await self._record(new_awards)
         if frozen:
             try:
-                recorded += await self._defer(Job.create(event, user_id, forced_at, frozen))
+                recorded += await self._defer(Job.create(event, user_id, forced_at, frozen, key))
             except Exception as exc:
                 errors.append(exc)
         _raise_errors(errors, f"{len(errors)} badges failed on event {event!r}")

@@ -132,6 +132,29 @@ async def test_multiple_badge_awards_once_per_event(
     assert await stored_rows() == [("ana", "visit", 1), ("ana", "visit", 1)]
 
 
+async def test_an_event_key_makes_a_retried_call_record_nothing_twice(
+    registry: BadgeRegistry, stored_rows: Rows
+) -> None:
+    registry.register(VisitBadge)
+    registry.register(PointsBadge)
+    user = User(id=7, points=5001)
+    first = await registry.possibly_award_badge("visited", user="ana", event_key="req-1")
+    assert [award.slug for award in first] == ["visit"]
+    # The call is retried, say after a timeout whose outcome it could not know: nothing new.
+    assert await registry.possibly_award_badge("visited", user="ana", event_key="req-1") == []
+    # Another occurrence, or the same key for another user or event, is an award of its own.
+    assert len(await registry.possibly_award_badge("visited", user="ana", event_key="req-2")) == 1
+    assert len(await registry.possibly_award_badge("visited", user="bob", event_key="req-1")) == 1
+    [bronze] = await registry.possibly_award_badge("points_awarded", user=user, event_key="req-1")
+    assert bronze.slug == "points"
+    assert await stored_rows() == [
+        ("ana", "visit", 1),
+        ("ana", "visit", 1),
+        ("bob", "visit", 1),
+        ("7", "points", 1),
+    ]
+
+
 async def test_unknown_event_is_a_no_op(
     registry: BadgeRegistry, stored_rows: Rows, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -183,6 +206,13 @@ async def test_bad_award_records_nothing(
             {"user": "ana", "force_timestamp": datetime.date(2024, 5, 1)},
             "force_timestamp must be a timezone-aware datetime",
         ),
+        (
+            {"user": "ana", "event_key": 42},
+            "event_key must be a str of 1 to 255 characters naming this occurrence of event "
+            "'visited', such as a request or order id; got 42.",
+        ),
+        ({"user": "ana", "event_key": ""}, "event_key must be a str of 1 to 255 characters"),
+        ({"user": "ana", "event_key": "k" * 256}, "event_key must be a str of 1 to 255"),
     ],
 )
 async def test_unusable_state_records_nothing(

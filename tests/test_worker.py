@@ -119,6 +119,32 @@ async def test_a_job_that_runs_twice_records_its_awards_once(
     assert len(announced) == 3
 
 
+async def test_a_retried_event_key_queues_one_job_and_records_once(
+    registry: BadgeRegistry,
+    redis_url: str,
+    queue_name: str,
+    stored_rows: Rows,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry.register(VisitorBadge)
+    registry.register(SeenBadge)
+    with caplog.at_level(logging.DEBUG, logger="abadges"):
+        for _ in range(2):
+            await registry.possibly_award_badge("visited", user="ana", event_key="req-1")
+    [job_id] = await queued_ids(redis_url, queue_name)
+    assert f"Job {job_id} of event 'visited' is queued already." in caplog.messages
+    await drain(registry)
+    expected = [("ana", "seen", 1), ("ana", "visitor", 1)]
+    assert sorted(await stored_rows()) == expected
+
+    # Retried after its job ran (arq keeps no result): the job runs again and adds nothing.
+    await registry.possibly_award_badge("visited", user="ana", event_key="req-1")
+    assert await queued_ids(redis_url, queue_name) == [job_id]
+    worker = await drain(registry)
+    assert worker.jobs_complete == 1
+    assert sorted(await stored_rows()) == expected
+
+
 async def test_a_failing_badge_is_logged_and_the_others_recorded(
     registry: BadgeRegistry,
     redis_url: str,
