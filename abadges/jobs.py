@@ -19,12 +19,15 @@ import hashlib
 import json
 import logging
 import math
+import time
 import urllib.parse
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from arq.connections import ArqRedis
+import redis.asyncio
+from arq.constants import expires_extra_ms, job_key_prefix
+from arq.jobs import serialize_job
 from redis.exceptions import RedisError
 
 from ._utils import maybe_await
@@ -286,30 +289,40 @@ class JobQueue:
 
     def __init__(self, redis_url: str, queue_name: str) -> None:
         self.redis_url = redis_url
+        self.queue_name = queue_name
         # No connection is made here: the first enqueue opens one, and after an outage the
         # next enqueue opens a new one. A refused or silent server fails the enqueue within
         # ENQUEUE_TIMEOUT instead of arq's create_pool() retries, which take seconds.
-        self._redis = ArqRedis.from_url(
+        self._redis = redis.asyncio.Redis.from_url(
             redis_url, socket_connect_timeout=ENQUEUE_TIMEOUT, socket_timeout=ENQUEUE_TIMEOUT
         )
-        self._redis.job_serializer = dumps
-        self._redis.job_deserializer = loads
-        self._redis.default_queue_name = queue_name
 
     async def enqueue(self, job: Job) -> None:
-        """Queue `job`; `QueueUnavailableError` if Redis does not take it within a second."""
+        """Queue `job`; `QueueUnavailableError` if Redis does not take it within a second.
+
+        This writes what arq's `enqueue_job()` writes (the job under its key, its id in the
+        queue) in one MULTI/EXEC, without `enqueue_job()`'s WATCH: on a connection lost during
+        EXEC, redis-py raises WatchError, which `enqueue_job()` takes for "queued already" and
+        returns as if it had queued the job (a job lost without an error, seen when Redis
+        restarts under load in tests/faults). Writing a job that is queued already is harmless:
+        it is the same job, ZADD NX keeps its place, and a job that runs twice records once.
+        """
+        now = int(time.time() * 1000)
+        data = serialize_job(JOB_NAME, (job.to_payload(),), {}, None, now, serializer=dumps)
         try:
             with anyio.fail_after(ENQUEUE_TIMEOUT):
-                queued = await self._redis.enqueue_job(JOB_NAME, job.to_payload(), _job_id=job.key)
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.psetex(job_key_prefix + job.key, expires_extra_ms, data)
+                    pipe.zadd(self.queue_name, {job.key: now}, nx=True)
+                    _, added = await pipe.execute()
         except (OSError, RedisError) as exc:  # TimeoutError is an OSError.
             raise QueueUnavailableError(
                 f"Redis at {_obscure(self.redis_url)} did not take the job of event "
                 f"{job.event!r} within {ENQUEUE_TIMEOUT:g}s ({type(exc).__name__}: {exc}); "
                 f"deferred badges {sorted(job.states)} were not queued."
             ) from exc
-        if queued is None:
-            # arq keeps one job per id: a call retried with the same event_key while its first
-            # job is still queued or running adds nothing.
+        if not added:
+            # A call retried with the same event_key while its first job is still queued.
             logger.debug("Job %s of event %r is queued already.", job.key, job.event)
 
     async def close(self) -> None:

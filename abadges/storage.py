@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import databases
@@ -77,10 +78,26 @@ class AwardStore:
     async def disconnect(self) -> None:
         await self.database.disconnect()
 
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[databases.core.Connection]:
+        """A pooled connection for one unit of work."""
+        connection = self.database.connection()
+        try:
+            async with connection:
+                yield connection
+        finally:
+            # databases 0.9 keeps a connection whose release failed (its server had ended it)
+            # attached to the task, marked acquired, and every later query of that task fails
+            # with "Connection is already acquired" (encode/databases#416); seen here under
+            # pg_terminate_backend. Drop it: the task's next unit of work gets a fresh one.
+            released = getattr(connection._connection, "_connection", None) is None
+            if connection._connection_counter == 0 and not released:
+                self.database._connection = None
+
     async def create_tables(self) -> None:
         """Create the awards table and its indexes where they are missing."""
         indexes = sorted(awards.indexes, key=lambda index: str(index.name))
-        async with self.database.connection() as connection:
+        async with self.connection() as connection:
             if self.dialect == "mysql":
                 await self._create_tables_mysql(connection, indexes)
                 return
@@ -117,7 +134,7 @@ class AwardStore:
             self._values(award)
             for award in sorted(new_awards, key=lambda a: (a.slug, a.level, a.award_key))
         ]
-        async with self.database.connection() as connection:
+        async with self.connection() as connection:
             if self.dialect == "mysql":
                 return [
                     award
@@ -150,13 +167,15 @@ class AwardStore:
 
     async def count_for(self, user_id: str) -> int:
         query = sa.select(sa.func.count()).where(awards.c.user_id == user_id)
-        return int(await self.database.fetch_val(query))
+        async with self.connection() as connection:
+            return int(await connection.fetch_val(query))
 
     async def holds(self, user_id: str, slug: str, level: int | None) -> bool:
         query = sa.select(awards.c.id).where(
             awards.c.user_id == user_id, *_badge_filter(slug, level)
         )
-        return await self.database.fetch_one(query.limit(1)) is not None
+        async with self.connection() as connection:
+            return await connection.fetch_one(query.limit(1)) is not None
 
     async def holders(self, slug: str, level: int | None, limit: int, offset: int) -> list[Award]:
         query = awards.select().where(*_badge_filter(slug, level)).order_by(*_newest_first())
@@ -167,13 +186,14 @@ class AwardStore:
         query = sa.select(awards.c.slug, awards.c.level, sa.func.count()).group_by(
             awards.c.slug, awards.c.level
         )
-        rows = await self.database.fetch_all(query)
+        async with self.connection() as connection:
+            rows = await connection.fetch_all(query)
         return {(_text(row[0]), int(row[1])): int(row[2]) for row in rows}
 
     async def delete(self, user_id: str, slug: str, level: int | None) -> int:
         """Delete the user's awards of a badge (of one level, if given); return how many."""
         statement = awards.delete().where(awards.c.user_id == user_id, *_badge_filter(slug, level))
-        async with self.database.connection() as connection:
+        async with self.connection() as connection:
             if self.dialect == "mysql":
                 # The MySQL backends answer an execute() without an inserted id with rowcount.
                 return int(await connection.execute(statement))
@@ -181,7 +201,8 @@ class AwardStore:
             return len(await connection.fetch_all(statement.returning(awards.c.id)))
 
     async def _fetch_awards(self, query: sa.Select[Any]) -> list[Award]:
-        return [self._award(record) for record in await self.database.fetch_all(query)]
+        async with self.connection() as connection:
+            return [self._award(record) for record in await connection.fetch_all(query)]
 
     def _values(self, award: NewAward) -> dict[str, Any]:
         values = dataclasses.asdict(award)

@@ -24,6 +24,8 @@ from typing import Any
 
 from arq import Retry, func
 from arq.connections import RedisSettings
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -32,7 +34,14 @@ from ._utils import import_module
 from .jobs import JOB_NAME, Job, dumps, loads, run_job
 from .registry import BadgeRegistry
 
-__all__ = ["BACKOFF_CAP", "MAX_TRIES", "Settings", "is_transient", "worker_settings"]
+__all__ = [
+    "BACKOFF_CAP",
+    "MAX_TRIES",
+    "REDIS_RETRIES",
+    "Settings",
+    "is_transient",
+    "worker_settings",
+]
 
 logger = logging.getLogger("abadges.worker")
 
@@ -40,6 +49,9 @@ logger = logging.getLogger("abadges.worker")
 MAX_TRIES = 10
 #: Longest wait, in seconds, between two tries of a job that hit a connection error.
 BACKOFF_CAP = 60
+#: How many times a Redis command is tried again, at most 2 seconds apart, before the worker
+#: gives up on a Redis that went away: it rides out a restart or an outage of about a minute.
+REDIS_RETRIES = 30
 #: The key of the registry in arq's `ctx`.
 REGISTRY = "abadges_registry"
 
@@ -74,7 +86,7 @@ def worker_settings(registry: BadgeRegistry | None = None, **overrides: Any) -> 
     return {
         "functions": [func(award, name=JOB_NAME)],
         "queue_name": settings.queue_name,
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_settings": redis_settings(settings.redis_url),
         # JSON on both sides: nothing read from Redis is unpickled.
         "job_serializer": dumps,
         "job_deserializer": loads,
@@ -92,6 +104,19 @@ def worker_settings(registry: BadgeRegistry | None = None, **overrides: Any) -> 
         "keep_result": 0,
         **overrides,
     }
+
+
+def redis_settings(url: str) -> RedisSettings:
+    """arq's connection settings for `url`, retrying commands through a Redis restart.
+
+    arq's poll loop ends the worker on the first connection error, so without retries a Redis
+    restart would stop every worker, with jobs waiting in the queue.
+    """
+    settings = RedisSettings.from_dsn(url)
+    # OSError too: a refused connection reaches the retry as ConnectionRefusedError.
+    settings.retry_on_error = [RedisConnectionError, RedisTimeoutError, OSError]
+    settings.retry = RedisRetry(ExponentialBackoff(cap=2, base=0.1), REDIS_RETRIES)
+    return settings
 
 
 async def start(registry: BadgeRegistry, ctx: dict[str, Any]) -> None:
@@ -179,6 +204,10 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
         errors += [
             asyncpg.PostgresConnectionError,
             asyncpg.InterfaceError,  # "connection is closed"
+            # "cannot switch to state 12; another operation (2) is in progress": a query sent
+            # while the server's "terminating connection" message is arriving, before asyncpg
+            # marks the connection closed (seen under pg_terminate_backend in tests/faults).
+            asyncpg.exceptions.InternalClientError,
             asyncpg.exceptions.OperatorInterventionError,  # server shutting down or restarting
             asyncpg.exceptions.InsufficientResourcesError,  # too many connections
         ]

@@ -18,6 +18,7 @@ from abadges import (
 )
 from abadges.storage import AwardStore
 from abadges.tables import awards, metadata
+from abadges.worker import is_transient
 
 DAY = datetime.timedelta(days=1)
 START = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
@@ -209,3 +210,26 @@ async def test_bad_url_fails_at_connect_and_leaves_the_registry_usable(tmp_path:
         assert connected is registry
         await registry.create_tables()
         assert await registry.badge_count("ana") == 0
+
+
+async def test_a_connection_its_server_ended_is_not_kept_by_the_task(
+    registry: BadgeRegistry, database_url: str
+) -> None:
+    """databases keeps a connection whose release failed attached to the task, so that every
+    later query of the task failed with "Connection is already acquired": a long-lived task
+    (a worker loop, a websocket) never recovered from a terminated PostgreSQL connection."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("pg_terminate_backend is PostgreSQL's")
+    store = registry._connected_store()
+    admin = AwardStore(database_url, lambda slug, level: None)
+    await admin.connect()
+    try:
+        with pytest.raises(Exception) as caught:
+            async with store.connection() as connection:
+                pid = await connection.fetch_val(sa.text("SELECT pg_backend_pid()"))
+                await admin.database.execute(sa.text(f"SELECT pg_terminate_backend({pid})"))
+        assert is_transient(caught.value)
+    finally:
+        await admin.disconnect()
+    # The same task goes on with a fresh connection.
+    assert await registry.badge_count("ana") == 0
