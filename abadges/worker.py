@@ -19,9 +19,11 @@ from __future__ import annotations
 import functools
 import logging
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 from arq import Retry, func
 from arq.connections import RedisSettings
 from redis.asyncio.retry import Retry as RedisRetry
@@ -36,6 +38,7 @@ from .registry import BadgeRegistry
 
 __all__ = [
     "BACKOFF_CAP",
+    "DATABASE_WAIT",
     "MAX_TRIES",
     "REDIS_RETRIES",
     "Settings",
@@ -52,6 +55,8 @@ BACKOFF_CAP = 60
 #: How many times a Redis command is tried again, at most 2 seconds apart, before the worker
 #: gives up on a Redis that went away: it rides out a restart or an outage of about a minute.
 REDIS_RETRIES = 30
+#: Seconds a starting worker waits for an unreachable database before it gives up.
+DATABASE_WAIT = 60
 #: The key of the registry in arq's `ctx`.
 REGISTRY = "abadges_registry"
 
@@ -128,8 +133,31 @@ async def start(registry: BadgeRegistry, ctx: dict[str, Any]) -> None:
             "No badge is registered in this worker: set ABADGES_BADGES to the modules that "
             "register your badges."
         )
-    await registry.connect()
+    await _connect(registry)
     ctx[REGISTRY] = registry
+
+
+async def _connect(registry: BadgeRegistry) -> None:
+    """Connect, waiting up to DATABASE_WAIT seconds for a database that is down: a worker
+    (re)started during an outage, by a deploy or a supervisor, then starts once it is back."""
+    deadline = time.monotonic() + DATABASE_WAIT
+    delay = 0.1
+    while True:
+        try:
+            await registry.connect()
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
+                raise
+            logger.warning(
+                "The database is unreachable (%s: %s); connecting again in %.1fs.",
+                type(exc).__name__,
+                exc,
+                delay,
+            )
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        else:
+            return
 
 
 async def award(ctx: dict[str, Any], payload: object) -> int:

@@ -19,8 +19,10 @@ from arq.worker import Worker
 from deferred_badges import VisitorBadge
 from support import Rows, TcpProxy
 
+import abadges.worker
 from abadges import Award, Badge, BadgeAwarded, BadgeRegistry, ConfigurationError
 from abadges.jobs import JOB_NAME, MAX_JOB_BYTES, dumps
+from abadges.testing import free_port
 from abadges.worker import worker_settings
 
 
@@ -283,6 +285,56 @@ async def test_a_database_outage_is_retried_until_the_database_returns(
             assert "hit a connection error (try 1)" in caplog.text
             assert [a.slug for a in await registry.awards_for("ana")] == ["visitor"]
         proxy.stop()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_worker_started_during_an_outage_waits_for_the_database(
+    database_url: str, redis_url: str, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = databases.DatabaseURL(database_url)
+    async with anyio.create_task_group() as task_group:
+        proxy = TcpProxy(task_group, url.port or 5432)
+        await proxy.start()
+        registry = BadgeRegistry()
+        registry.configure(
+            database_url=str(url.replace(port=proxy.port)),
+            redis_url=redis_url,
+            queue_name=queue_name,
+        )
+        registry.register(VisitorBadge)
+        async with registry.lifespan():
+            await registry.create_tables()
+            await registry.possibly_award_badge("visited", user="late-worker")
+        proxy.stop()
+
+        async def come_back() -> None:
+            await anyio.sleep(0.5)
+            await proxy.start()
+
+        task_group.start_soon(come_back)
+        with caplog.at_level(logging.WARNING, logger="abadges.worker"):
+            worker = await drain(registry)
+        assert worker.jobs_complete == 1
+        assert "The database is unreachable (ConnectionRefusedError: " in caplog.text
+        assert "connecting again in 0.1s." in caplog.text
+        async with registry.lifespan():
+            assert [a.slug for a in await registry.awards_for("late-worker")] == ["visitor"]
+        proxy.stop()
+
+
+async def test_a_worker_gives_up_on_a_database_that_stays_down(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(abadges.worker, "DATABASE_WAIT", 0.3)
+    registry = BadgeRegistry()
+    registry.configure(
+        database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/test",
+        redis_url=redis_url,
+    )
+    started = time.monotonic()
+    with pytest.raises(OSError):
+        await drain(registry)
+    assert time.monotonic() - started < 5
 
 
 async def test_startup_names_a_badge_module_it_cannot_import(

@@ -88,6 +88,8 @@ class LoadRun:
         self.killed: set[int] = set()  # Workers a fault killed.
         self.deaths: set[int] = set()  # Workers that exited on their own.
         self.stuck = ""  # What the queue held when the run did not settle.
+        self.firing = 0  # App processes still firing their events.
+        self.struck: collections.Counter[str] = collections.Counter()  # Faults, by kind.
         self.env = {
             **os.environ,
             "ABADGES_DATABASE_URL": postgres.url,
@@ -123,12 +125,16 @@ class LoadRun:
 
     async def _app(self, shard: int, summaries: list[dict[str, Any]]) -> None:
         log = self.logs / f"app-{shard}.log"
-        with log.open("ab") as errors:
-            result = await anyio.run_process(
-                [sys.executable, str(ROOT / "tests" / "faults" / "load.py"), str(shard),
-                 str(self.apps)],
-                env=self.env, stderr=errors, check=False,
-            )  # fmt: skip
+        self.firing += 1
+        try:
+            with log.open("ab") as errors:
+                result = await anyio.run_process(
+                    [sys.executable, str(ROOT / "tests" / "faults" / "load.py"), str(shard),
+                     str(self.apps)],
+                    env=self.env, stderr=errors, check=False,
+                )  # fmt: skip
+        finally:
+            self.firing -= 1
         if result.returncode != 0:
             raise AssertionError(f"app {shard} failed:\n{log.read_text()[-3000:]}")
         summaries.append(json.loads(result.stdout))
@@ -284,13 +290,24 @@ async def terminate_connections(run: LoadRun, times: int = 4) -> int:
     return times
 
 
-async def stop_database(run: LoadRun, seconds: float = 3) -> int:
-    """Stop PostgreSQL (fast shutdown: open transactions roll back) for `seconds`."""
-    await anyio.sleep(run.rng.uniform(0.5, 1.0))
-    await run.postgres.stop(signal.SIGINT)
-    await anyio.sleep(seconds)
-    await run.postgres.start()
-    return 1
+async def stop_database(run: LoadRun, times: int = 1) -> int:
+    """Stop PostgreSQL (fast shutdown: open transactions roll back) for 3 seconds."""
+    for _ in range(times):
+        await anyio.sleep(run.rng.uniform(0.5, 1.0))
+        await run.postgres.stop(signal.SIGINT)
+        await anyio.sleep(3)
+        await run.postgres.start()
+    return times
+
+
+async def chaos(run: LoadRun) -> int:
+    """Every fault above, one after another in a random order, for as long as the apps fire;
+    what struck is counted by kind in `run.struck`."""
+    kinds = [kill_workers, restart_redis, terminate_connections, stop_database]
+    while run.firing:
+        fault = run.rng.choice(kinds)
+        run.struck[fault.__name__] += await fault(run, 1)
+    return sum(run.struck.values())
 
 
 FAULTS: dict[str, Fault] = {
