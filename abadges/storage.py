@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
+import anyio
 import databases
 import sqlalchemy as sa
 from databases.interfaces import Record
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .base import BadgeDetail
@@ -63,36 +65,48 @@ class AwardStore:
                 f"The database URL {url.obscure_password!r} is not supported; abadges works with "
                 "sqlite+aiosqlite://, postgresql+asyncpg:// and mysql+asyncmy:// URLs."
             )
+        # asyncpg's pool runs a reset query (RESET ALL, UNLISTEN *, ...) on every release: a
+        # second round trip for each event's one insert. abadges leaves no session state
+        # behind; asyncpg still rolls back a transaction left open. See storage.md. (It also
+        # keeps clear of encode/databases#416: a reset query that failed on a connection the
+        # server had ended left the task's connection marked acquired, and every later query
+        # of that task failed with "Connection is already acquired".)
+        options: dict[str, Any] = {"reset": _keep_session} if self.dialect == "postgresql" else {}
         try:
-            self.database = databases.Database(url)
+            self.database = databases.Database(url, **options)
         except ImportError as exc:
             raise ConfigurationError(
                 f"The database URL {url.obscure_password!r} needs the driver {exc.name!r}, "
                 f"which is not installed: pip install 'abadges[{self.dialect}]'."
             ) from exc
         self._describe = describe
+        self._held: databases.core.Connection | None = None
+        self._held_lock = anyio.Lock()
 
     async def connect(self) -> None:
         await self.database.connect()
+        if self.dialect == "sqlite":
+            # databases' SQLite "pool" opens a new connection, and a new thread, for every
+            # unit of work, which costs more than the work: keep one open, one user at a time
+            # (SQLite writes one at a time anyway).
+            self._held = databases.core.Connection(self.database, self.database._backend)
+            await self._held.__aenter__()
 
     async def disconnect(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            await held.__aexit__()
         await self.database.disconnect()
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[databases.core.Connection]:
-        """A pooled connection for one unit of work."""
-        connection = self.database.connection()
-        try:
-            async with connection:
-                yield connection
-        finally:
-            # databases 0.9 keeps a connection whose release failed (its server had ended it)
-            # attached to the task, marked acquired, and every later query of that task fails
-            # with "Connection is already acquired" (encode/databases#416); seen here under
-            # pg_terminate_backend. Drop it: the task's next unit of work gets a fresh one.
-            released = getattr(connection._connection, "_connection", None) is None
-            if connection._connection_counter == 0 and not released:
-                self.database._connection = None
+        """A connection for one unit of work: the held one on SQLite, else a pooled one."""
+        if self._held is not None:
+            async with self._held_lock:
+                yield self._held
+            return
+        async with self.database.connection() as connection:
+            yield connection
 
     async def create_tables(self) -> None:
         """Create the awards table and its indexes where they are missing."""
@@ -130,22 +144,47 @@ class AwardStore:
             return []
         # A fixed order makes concurrent multi-row inserts take their row locks in the same
         # order, so two events that award the same levels cannot deadlock each other.
-        rows = [
-            self._values(award)
-            for award in sorted(new_awards, key=lambda a: (a.slug, a.level, a.award_key))
-        ]
+        ordered = sorted(new_awards, key=lambda a: (a.slug, a.level, a.award_key))
         async with self.connection() as connection:
             if self.dialect == "mysql":
                 return [
                     award
-                    for values in rows
+                    for values in map(self._values, ordered)
                     if (award := await self._insert_mysql(connection, values)) is not None
                 ]
-            dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-            statement = (
-                dialect_insert(awards).values(rows).on_conflict_do_nothing().returning(*awards.c)
-            )
-            return [self._award(record) for record in await connection.fetch_all(statement)]
+            # One statement text, written once, instead of a SQLAlchemy insert compiled on
+            # every call (that compiling took half of an event's time): asyncpg prepares the
+            # text once per connection, and the unnest() form keeps it the same for any number
+            # of rows.
+            raw = connection.raw_connection
+            if self.dialect == "postgresql":
+                columns = [[getattr(a, name) for a in ordered] for name in _COLUMNS]
+                records = await raw.fetch(_POSTGRESQL_INSERT, *columns)
+            else:
+                records = []
+                for start in range(0, len(ordered), _SQLITE_ROWS):
+                    chunk = ordered[start : start + _SQLITE_ROWS]
+                    values = [value for award in chunk for value in _sqlite_values(award)]
+                    async with raw.execute(_sqlite_insert(len(chunk)), values) as cursor:
+                        records += await cursor.fetchall()
+        ids = {(row[1], row[2], row[3], row[4]): int(row[0]) for row in records}
+        return [
+            self._recorded(award, ids[key])
+            for award in ordered
+            if (key := (award.user_id, award.slug, award.level, award.award_key)) in ids
+        ]
+
+    def _recorded(self, award: NewAward, id: int) -> Award:
+        detail = self._describe(award.slug, award.level)
+        return Award(
+            id=id,
+            user_id=award.user_id,
+            slug=award.slug,
+            level=award.level,
+            name=detail.name if detail else None,
+            description=detail.description if detail else None,
+            awarded_at=award.awarded_at.astimezone(UTC),
+        )
 
     async def _insert_mysql(
         self, connection: databases.core.Connection, values: dict[str, Any]
@@ -228,6 +267,36 @@ class AwardStore:
             description=detail.description if detail else None,
             awarded_at=awarded_at,
         )
+
+
+async def _keep_session(connection: object) -> None:
+    """The pool's reset: nothing beyond asyncpg's rollback of an open transaction."""
+
+
+_COLUMNS = ("user_id", "slug", "level", "awarded_at", "award_key")
+_RETURNING = "RETURNING id, user_id, slug, level, award_key"
+_POSTGRESQL_INSERT = (
+    f"INSERT INTO {awards.name} ({', '.join(_COLUMNS)}) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::timestamptz[], $5::text[]) "
+    f"ON CONFLICT DO NOTHING {_RETURNING}"
+)
+#: Rows per SQLite insert: 5 parameters each, under SQLite's oldest limit of 999.
+_SQLITE_ROWS = 150
+
+
+@functools.cache
+def _sqlite_insert(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+    return (
+        f"INSERT INTO {awards.name} ({', '.join(_COLUMNS)}) VALUES {values} "
+        f"ON CONFLICT DO NOTHING {_RETURNING}"
+    )
+
+
+def _sqlite_values(award: NewAward) -> tuple[str, str, int, str, str]:
+    # The text SQLAlchemy's SQLite DateTime stores, in UTC, so that its queries read it back.
+    at = award.awarded_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return (award.user_id, award.slug, award.level, at, award.award_key)
 
 
 def _text(value: str | bytes) -> str:

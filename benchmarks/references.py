@@ -41,6 +41,7 @@ import workload
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 PG_ADMIN_DATABASE = "test"
+USERS = 1000  # Users of the stream the rows and jobs are made from (--users).
 REDIS = RedisSettings(host="127.0.0.1", port=6379)
 
 # abadges/tables.py's awards table, as PostgreSQL DDL.
@@ -68,7 +69,7 @@ Row = tuple[str, str, int, datetime.datetime, str]
 def award_rows(events: int) -> list[Row]:
     """One W2-like award per event of the seeded stream, each with a key of its own."""
     now = datetime.datetime.now(datetime.UTC)
-    stream = workload.stream(events=events)
+    stream = workload.stream(users=USERS, events=events)
     return [
         (f"user{user}", "always", 1, now, f"{i:032x}") for i, (user, _) in enumerate(stream.events)
     ]
@@ -117,7 +118,7 @@ async def raw_insert(events: int, connections: int) -> dict[str, Any]:
 
 def job_args(events: int) -> list[dict[str, Any]]:
     """A small JSON-like argument per event of the seeded stream."""
-    stream = workload.stream(events=events)
+    stream = workload.stream(users=USERS, events=events)
     return [
         {"event": workload.EVENT, "user_id": f"user{user}", "state": {"points": points}}
         for user, points in stream.replay()
@@ -208,7 +209,9 @@ async def main(events: int, drain_jobs: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Raw asyncpg and arq reference figures.")
+    parser.add_argument("--users", type=int, default=USERS)
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--drain-jobs", type=int, default=2000, help="0 skips raw-drain")
     args = parser.parse_args()
+    USERS = args.users
     asyncio.run(main(args.events, args.drain_jobs))

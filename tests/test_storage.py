@@ -212,24 +212,29 @@ async def test_bad_url_fails_at_connect_and_leaves_the_registry_usable(tmp_path:
         assert await registry.badge_count("ana") == 0
 
 
-async def test_a_connection_its_server_ended_is_not_kept_by_the_task(
+async def test_a_connection_its_server_ended_does_not_break_the_task(
     registry: BadgeRegistry, database_url: str
 ) -> None:
-    """databases keeps a connection whose release failed attached to the task, so that every
-    later query of the task failed with "Connection is already acquired": a long-lived task
-    (a worker loop, a websocket) never recovered from a terminated PostgreSQL connection."""
+    """With asyncpg's reset query on release, databases kept a connection whose release failed
+    attached to the task, and every later query of that task failed with "Connection is
+    already acquired" (encode/databases#416): a long-lived task (a worker loop, a websocket)
+    never recovered from a terminated PostgreSQL connection."""
     if not database_url.startswith("postgresql"):
         pytest.skip("pg_terminate_backend is PostgreSQL's")
     store = registry._connected_store()
     admin = AwardStore(database_url, lambda slug, level: None)
     await admin.connect()
     try:
-        with pytest.raises(Exception) as caught:
+        for _ in range(5):
             async with store.connection() as connection:
                 pid = await connection.fetch_val(sa.text("SELECT pg_backend_pid()"))
                 await admin.database.execute(sa.text(f"SELECT pg_terminate_backend({pid})"))
-        assert is_transient(caught.value)
+            # The pool does not query a connection it takes back (storage.md): the one the
+            # server ended may fail one more call, with an error worth retrying.
+            try:
+                await registry.badge_count("ana")
+            except Exception as exc:
+                assert is_transient(exc), exc
+            assert await registry.badge_count("ana") == 0
     finally:
         await admin.disconnect()
-    # The same task goes on with a fresh connection.
-    assert await registry.badge_count("ana") == 0

@@ -5,7 +5,7 @@ Run as a script, it is one app process: `python load.py <shard> <shards>` fires 
 whose index modulo `shards` is `shard`, with `$LOAD_CONCURRENCY` concurrent callers, against
 the `ABADGES_*` settings, and prints a JSON summary line. A call that fails on connection
 trouble (or `QueueUnavailableError`) is retried with the same `event_key`, as the docs tell
-users to do, until `$LOAD_DEADLINE` seconds have passed.
+users to do, for up to `$LOAD_PATIENCE` seconds per event.
 """
 
 from __future__ import annotations
@@ -154,8 +154,9 @@ def retryable(exc: BaseException) -> bool:
     return is_transient(exc) or isinstance(exc, QueueUnavailableError)
 
 
-async def deliver(registry: BadgeRegistry, event: Event, deadline: float) -> int:
+async def deliver(registry: BadgeRegistry, event: Event, patience: float) -> int:
     """Fire `event` until it goes through; return how many tries failed first."""
+    deadline = time.monotonic() + patience
     for failed in itertools.count():
         try:
             await registry.possibly_award_badge(event.name, **event.state())
@@ -168,7 +169,7 @@ async def deliver(registry: BadgeRegistry, event: Event, deadline: float) -> int
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def fire(events: list[Event], concurrency: int, deadline: float) -> dict[str, Any]:
+async def fire(events: list[Event], concurrency: int, patience: float) -> dict[str, Any]:
     registry = BadgeRegistry()
     for badge_class in BADGES:
         registry.register(badge_class)
@@ -179,7 +180,7 @@ async def fire(events: list[Event], concurrency: int, deadline: float) -> dict[s
     async def caller() -> None:
         nonlocal retries
         for event in pending:  # Shared by the callers: each event is taken once.
-            retries += await deliver(registry, event, deadline)
+            retries += await deliver(registry, event, patience)
 
     async with registry.lifespan():
         async with anyio.create_task_group() as task_group:
@@ -192,8 +193,8 @@ def main() -> None:
     shard, shards = int(sys.argv[1]), int(sys.argv[2])
     events = stream(int(os.environ["LOAD_SEED"]), int(os.environ["LOAD_EVENTS"]))
     mine = [event for event in events if event.index % shards == shard]
-    deadline = time.monotonic() + float(os.environ.get("LOAD_DEADLINE", "120"))
-    summary = anyio.run(fire, mine, int(os.environ.get("LOAD_CONCURRENCY", "8")), deadline)
+    patience = float(os.environ.get("LOAD_PATIENCE", "60"))
+    summary = anyio.run(fire, mine, int(os.environ.get("LOAD_CONCURRENCY", "8")), patience)
     print(json.dumps(summary), flush=True)
 
 

@@ -1,0 +1,86 @@
+"""Reads the `json:` lines of one benchmark run (stdin) and prints each target of issue 5 with
+the ratio measured in that run, met or not. Exits 1 when an award count did not match.
+
+    scripts/bench              # runs everything, then this
+    .venv/bin/python benchmarks/targets.py < bench.log
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def find(results: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
+    for result in results:
+        if all(result.get(key) == value for key, value in match.items()):
+            return result
+    return None
+
+
+def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str = "events_per_s") -> str:
+    if a is None or b is None or not b.get(key):
+        return "n/a"
+    return f"{a[key] / b[key]:.2f}x ({a[key]:,.0f} / {b[key]:,.0f})"
+
+
+def at_least(ours: dict[str, Any] | None, ref: dict[str, Any] | None, factor: float) -> bool | None:
+    if ours is None or ref is None:
+        return None
+    return bool(ours["events_per_s"] >= factor * ref["events_per_s"])
+
+
+def line(target: str, measured: str, met: bool | None) -> None:
+    verdict = {True: "met", False: "NOT MET", None: "n/a"}[met]
+    print(f"{verdict:<8} {target:<62} {measured}")
+
+
+def main() -> int:
+    results = [json.loads(text[6:]) for text in sys.stdin if text.startswith("json: ")]
+    print("\nTargets (issue 5), from this run:")
+    for database in ("postgresql", "sqlite"):
+        ours = find(results, workload="W1", impl="abadges", database=database, callers=8)
+        for threads in (1, 8):
+            pinax = find(results, workload="W1", impl="pinax-badges", database=database,
+                         threads=threads)  # fmt: skip
+            met = (
+                None if not (ours and pinax) else ours["events_per_s"] >= 10 * pinax["events_per_s"]
+            )
+            line(f"W1 {database}, 8 callers >= 10x pinax ({threads} thread(s))",
+                 ratio(ours, pinax), met)  # fmt: skip
+    for callers in (1, 8):
+        ours = find(results, workload="W1", impl="abadges", database="postgresql", callers=callers)
+        if ours:
+            line(f"W1 postgresql p99 < 1 ms ({callers} caller(s))", f"{ours['p99_ms']} ms",
+                 ours["p99_ms"] < 1)  # fmt: skip
+    ours = find(results, workload="W2", impl="abadges", database="postgresql")
+    raw = find(results, workload="raw-insert", connections=1)
+    target = "W2 postgresql >= 0.8x raw asyncpg insert, 1 connection"
+    line(target, ratio(ours, raw), at_least(ours, raw, 0.8))
+    raw = find(results, workload="raw-enqueue")
+    for database in ("postgresql", "sqlite"):
+        ours = find(results, workload="W1-deferred", database=database, side="request")
+        target = f"W1-deferred request side ({database}) >= raw enqueue_job"
+        line(target, ratio(ours, raw), at_least(ours, raw, 1))
+        worker = find(results, workload="W1-deferred", database=database, side="worker")
+        if worker:
+            rate, rss = worker["evaluations_per_s"], worker["peak_rss_mb"]
+            line(f"W1-deferred worker ({database}) >= 3,300 evaluations/s",
+                 f"{rate:,}/s", rate >= 3300)  # fmt: skip
+            line(f"W1-deferred worker ({database}) peak RSS < 100 MB", f"{rss} MB", rss < 100)
+    for result in results:
+        if result["workload"] == "W3":
+            duplicated = result.get("trials_with_duplicates")
+            line(f"W3 {result['impl']} {result['database']}: duplicates",
+                 f"{duplicated} of {result.get('trials')} trials", None)  # fmt: skip
+    mismatched = [r for r in results if r.get("expected") is not None and not r["ok"]]
+    expected_mismatch = [r for r in mismatched if r["impl"] == "pinax-badges"]
+    for result in mismatched:
+        print(f"award count {result['awards']}/{result['expected']}: {result['workload']} "
+              f"{result['impl']} {result['database']}")  # fmt: skip
+    return 1 if len(mismatched) > len(expected_mismatch) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
