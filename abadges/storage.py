@@ -145,28 +145,32 @@ class AwardStore:
         # A fixed order makes concurrent multi-row inserts take their row locks in the same
         # order, so two events that award the same levels cannot deadlock each other.
         ordered = sorted(new_awards, key=lambda a: (a.slug, a.level, a.award_key))
-        async with self.connection() as connection:
-            if self.dialect == "mysql":
+        # One statement text, written once, instead of a SQLAlchemy insert compiled on every
+        # call (that compiling took half of an event's time).
+        if self.dialect == "postgresql":
+            # asyncpg prepares the text once per connection; unnest() keeps it the same for
+            # any number of rows. The pool is asyncpg's own, without databases' per-task
+            # connection bookkeeping around it: the insert is the whole unit of work.
+            columns = [[getattr(a, name) for a in ordered] for name in _COLUMNS]
+            async with self.database._backend._pool.acquire() as raw:
+                records = await raw.fetch(_POSTGRESQL_INSERT, *columns)
+        elif self.dialect == "sqlite":
+            records = []
+            async with self.connection() as connection:
+                for start in range(0, len(ordered), _SQLITE_ROWS):
+                    chunk = ordered[start : start + _SQLITE_ROWS]
+                    values = [value for award in chunk for value in _sqlite_values(award)]
+                    # One trip to aiosqlite's thread, not three (execute, fetch, close).
+                    records += await connection.raw_connection.execute_fetchall(
+                        _sqlite_insert(len(chunk)), values
+                    )
+        else:
+            async with self.connection() as connection:
                 return [
                     award
                     for values in map(self._values, ordered)
                     if (award := await self._insert_mysql(connection, values)) is not None
                 ]
-            # One statement text, written once, instead of a SQLAlchemy insert compiled on
-            # every call (that compiling took half of an event's time): asyncpg prepares the
-            # text once per connection, and the unnest() form keeps it the same for any number
-            # of rows.
-            raw = connection.raw_connection
-            if self.dialect == "postgresql":
-                columns = [[getattr(a, name) for a in ordered] for name in _COLUMNS]
-                records = await raw.fetch(_POSTGRESQL_INSERT, *columns)
-            else:
-                records = []
-                for start in range(0, len(ordered), _SQLITE_ROWS):
-                    chunk = ordered[start : start + _SQLITE_ROWS]
-                    values = [value for award in chunk for value in _sqlite_values(award)]
-                    async with raw.execute(_sqlite_insert(len(chunk)), values) as cursor:
-                        records += await cursor.fetchall()
         ids = {(row[1], row[2], row[3], row[4]): int(row[0]) for row in records}
         return [
             self._recorded(award, ids[key])
