@@ -168,7 +168,7 @@ class AwardStore:
             async with self.connection() as connection:
                 return [
                     award
-                    for values in map(self._values, ordered)
+                    for values in map(self._mysql_values, ordered)
                     if (award := await self._insert_mysql(connection, values)) is not None
                 ]
         ids = {(row[1], row[2], row[3], row[4]): int(row[0]) for row in records}
@@ -247,11 +247,11 @@ class AwardStore:
         async with self.connection() as connection:
             return [self._award(record) for record in await connection.fetch_all(query)]
 
-    def _values(self, award: NewAward) -> dict[str, Any]:
+    @staticmethod
+    def _mysql_values(award: NewAward) -> dict[str, Any]:
         values = dataclasses.asdict(award)
-        if self.dialect != "postgresql":
-            # SQLite and MySQL store datetimes without a zone: store UTC, naive.
-            values["awarded_at"] = award.awarded_at.astimezone(UTC).replace(tzinfo=None)
+        # MySQL stores datetimes without a zone: store UTC, naive.
+        values["awarded_at"] = award.awarded_at.astimezone(UTC).replace(tzinfo=None)
         return values
 
     def _award(self, record: Record | Mapping[str, Any]) -> Award:
