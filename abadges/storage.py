@@ -89,8 +89,13 @@ class AwardStore:
             # databases' SQLite "pool" opens a new connection, and a new thread, for every
             # unit of work, which costs more than the work: keep one open, one user at a time
             # (SQLite writes one at a time anyway).
-            self._held = databases.core.Connection(self.database, self.database._backend)
-            await self._held.__aenter__()
+            held = databases.core.Connection(self.database, self.database._backend)
+            try:
+                await held.__aenter__()
+            except BaseException:
+                await self.database.disconnect()
+                raise
+            self._held = held
 
     async def disconnect(self) -> None:
         held, self._held = self._held, None

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime
+import sqlite3
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from abadges import (
     BadgeRegistry,
     ConfigurationError,
     InvalidLevelError,
+    NotConnectedError,
 )
 from abadges.storage import AwardStore
 from abadges.tables import awards, metadata
@@ -208,6 +210,19 @@ async def test_bad_url_fails_at_connect_and_leaves_the_registry_usable(tmp_path:
     registry.configure(database_url=f"sqlite+aiosqlite:///{tmp_path / 'ok.sqlite3'}")
     async with registry.lifespan() as connected:
         assert connected is registry
+        await registry.create_tables()
+        assert await registry.badge_count("ana") == 0
+
+
+async def test_an_sqlite_file_that_cannot_be_opened_fails_at_connect(tmp_path: Any) -> None:
+    registry = BadgeRegistry()
+    registry.configure(database_url=f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'a.sqlite3'}")
+    with pytest.raises(sqlite3.OperationalError, match="unable to open database file"):
+        await registry.connect()
+    with pytest.raises(NotConnectedError):
+        registry.database  # noqa: B018 - the property raises
+    (tmp_path / "missing").mkdir()
+    async with registry.lifespan():
         await registry.create_tables()
         assert await registry.badge_count("ana") == 0
 
