@@ -67,10 +67,7 @@ class AwardStore:
             )
         # asyncpg's pool runs a reset query (RESET ALL, UNLISTEN *, ...) on every release: a
         # second round trip for each event's one insert. abadges leaves no session state
-        # behind; asyncpg still rolls back a transaction left open. See storage.md. (It also
-        # keeps clear of encode/databases#416: a reset query that failed on a connection the
-        # server had ended left the task's connection marked acquired, and every later query
-        # of that task failed with "Connection is already acquired".)
+        # behind; asyncpg still rolls back a transaction left open. See storage.md.
         options: dict[str, Any] = {"reset": _keep_session} if self.dialect == "postgresql" else {}
         try:
             self.database = databases.Database(url, **options)
@@ -110,7 +107,11 @@ class AwardStore:
             async with self._held_lock:
                 yield self._held
             return
-        async with self.database.connection() as connection:
+        # A Connection of its own, not the task's (database.connection()): when a release
+        # fails, on a connection the server ended, databases keeps the Connection marked
+        # acquired, and every later query through it fails with "Connection is already
+        # acquired" (encode/databases#416). The task's own would carry that to its next call.
+        async with databases.core.Connection(self.database, self.database._backend) as connection:
             yield connection
 
     async def create_tables(self) -> None:

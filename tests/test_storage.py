@@ -230,10 +230,12 @@ async def test_an_sqlite_file_that_cannot_be_opened_fails_at_connect(tmp_path: A
 async def test_a_connection_its_server_ended_does_not_break_the_task(
     registry: BadgeRegistry, database_url: str
 ) -> None:
-    """With asyncpg's reset query on release, databases kept a connection whose release failed
-    attached to the task, and every later query of that task failed with "Connection is
-    already acquired" (encode/databases#416): a long-lived task (a worker loop, a websocket)
-    never recovered from a terminated PostgreSQL connection."""
+    """databases keeps a connection whose release failed (asyncpg's reset query, or its pool
+    racing the server's goodbye) marked acquired, and every later query through it fails with
+    "Connection is already acquired" (encode/databases#416): when it was the task's own, a
+    long-lived task (a worker loop, a websocket) never recovered from a terminated
+    PostgreSQL connection. Whether a release fails is a race this test does not force: CI saw
+    "PoolConnectionHolder.release() called on a free connection holder" once."""
     if not database_url.startswith("postgresql"):
         pytest.skip("pg_terminate_backend is PostgreSQL's")
     store = registry._connected_store()
@@ -241,9 +243,12 @@ async def test_a_connection_its_server_ended_does_not_break_the_task(
     await admin.connect()
     try:
         for _ in range(5):
-            async with store.connection() as connection:
-                pid = await connection.fetch_val(sa.text("SELECT pg_backend_pid()"))
-                await admin.database.execute(sa.text(f"SELECT pg_terminate_backend({pid})"))
+            try:
+                async with store.connection() as connection:
+                    pid = await connection.fetch_val(sa.text("SELECT pg_backend_pid()"))
+                    await admin.database.execute(sa.text(f"SELECT pg_terminate_backend({pid})"))
+            except Exception as exc:  # Giving the dead connection back may fail: transient.
+                assert is_transient(exc), exc
             # The pool does not query a connection it takes back (storage.md): the one the
             # server ended may fail one more call, with an error worth retrying.
             try:
