@@ -20,7 +20,8 @@ import tempfile
 
 import anyio
 
-sys.path[:0] = [str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "faults")]
+TESTS = pathlib.Path(__file__).resolve().parents[1] / "tests"
+sys.path[:0] = [str(TESTS / "faults"), str(TESTS)]
 
 from harness import LoadRun, chaos  # noqa: E402
 from servers import PersistentRedis, PostgresServer, postgres_binaries  # noqa: E402

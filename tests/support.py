@@ -77,11 +77,16 @@ async def worker(
     try:
         yield process
     finally:
-        with anyio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.terminate()
-                with anyio.move_on_after(30):
-                    await process.wait()
-            if process.returncode is None:
-                process.kill()
+        await stop(process)
+
+
+async def stop(process: anyio.abc.Process) -> None:
+    """SIGTERM, which lets an arq worker finish its jobs; SIGKILL if it still runs 30 s later."""
+    with anyio.CancelScope(shield=True):
+        if process.returncode is None:
+            process.terminate()
+            with anyio.move_on_after(30):
                 await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -227,6 +227,7 @@ async def test_an_sqlite_file_that_cannot_be_opened_fails_at_connect(tmp_path: A
         assert await registry.badge_count("ana") == 0
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_a_connection_its_server_ended_does_not_break_the_task(
     registry: BadgeRegistry, database_url: str
 ) -> None:
@@ -236,8 +237,6 @@ async def test_a_connection_its_server_ended_does_not_break_the_task(
     long-lived task (a worker loop, a websocket) never recovered from a terminated
     PostgreSQL connection. Whether a release fails is a race this test does not force: CI saw
     "PoolConnectionHolder.release() called on a free connection holder" once."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("pg_terminate_backend is PostgreSQL's")
     store = registry._connected_store()
     admin = AwardStore(database_url, lambda slug, level: None)
     await admin.connect()

@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import anyio
+import anyio.abc
 import databases
 import pytest
 import redis.asyncio
@@ -253,31 +254,38 @@ async def test_bad_payloads_are_rejected_and_the_worker_goes_on(
         assert message in caplog.text
 
 
+async def behind_a_proxy(
+    task_group: anyio.abc.TaskGroup, database_url: str, redis_url: str, queue_name: str
+) -> tuple[TcpProxy, BadgeRegistry]:
+    """A registry with VisitorBadge whose database is reached through a proxy a test can stop."""
+    url = databases.DatabaseURL(database_url)
+    proxy = TcpProxy(task_group, url.port or 5432)
+    await proxy.start()
+    registry = BadgeRegistry()
+    registry.configure(
+        database_url=str(url.replace(port=proxy.port)), redis_url=redis_url, queue_name=queue_name
+    )
+    registry.register(VisitorBadge)
+    return proxy, registry
+
+
+async def start_later(proxy: TcpProxy) -> None:
+    """The database comes back half a second later."""
+    await anyio.sleep(0.5)
+    await proxy.start()
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_a_database_outage_is_retried_until_the_database_returns(
     database_url: str, redis_url: str, queue_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = databases.DatabaseURL(database_url)
     async with anyio.create_task_group() as task_group:
-        proxy = TcpProxy(task_group, url.port or 5432)
-        await proxy.start()
-        registry = BadgeRegistry()
-        registry.configure(
-            database_url=str(url.replace(port=proxy.port)),
-            redis_url=redis_url,
-            queue_name=queue_name,
-        )
-        registry.register(VisitorBadge)
+        proxy, registry = await behind_a_proxy(task_group, database_url, redis_url, queue_name)
         async with registry.lifespan():
             await registry.create_tables()
             await registry.possibly_award_badge("visited", user="ana")
             proxy.stop()
-
-            async def come_back() -> None:
-                await anyio.sleep(0.5)
-                await proxy.start()
-
-            task_group.start_soon(come_back)
+            task_group.start_soon(start_later, proxy)
             with caplog.at_level(logging.WARNING, logger="abadges.worker"):
                 worker = await drain(registry)
             assert worker.jobs_complete == 1
@@ -291,27 +299,13 @@ async def test_a_database_outage_is_retried_until_the_database_returns(
 async def test_a_worker_started_during_an_outage_waits_for_the_database(
     database_url: str, redis_url: str, queue_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = databases.DatabaseURL(database_url)
     async with anyio.create_task_group() as task_group:
-        proxy = TcpProxy(task_group, url.port or 5432)
-        await proxy.start()
-        registry = BadgeRegistry()
-        registry.configure(
-            database_url=str(url.replace(port=proxy.port)),
-            redis_url=redis_url,
-            queue_name=queue_name,
-        )
-        registry.register(VisitorBadge)
+        proxy, registry = await behind_a_proxy(task_group, database_url, redis_url, queue_name)
         async with registry.lifespan():
             await registry.create_tables()
             await registry.possibly_award_badge("visited", user="late-worker")
         proxy.stop()
-
-        async def come_back() -> None:
-            await anyio.sleep(0.5)
-            await proxy.start()
-
-        task_group.start_soon(come_back)
+        task_group.start_soon(start_later, proxy)
         with caplog.at_level(logging.WARNING, logger="abadges.worker"):
             worker = await drain(registry)
         assert worker.jobs_complete == 1

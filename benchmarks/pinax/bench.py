@@ -137,6 +137,14 @@ def create_users(count: int) -> list[Any]:
     return list(User.objects.order_by("id"))
 
 
+def users_of(stream: workload.Stream) -> list[Any]:
+    """The stream's users, created, each holding its starting points in memory."""
+    users = create_users(len(stream.points))
+    for user, points in zip(users, stream.points, strict=True):
+        user.points = points
+    return users
+
+
 # --- running ---
 
 
@@ -260,9 +268,7 @@ def bench_w1(database: str, users_count: int, events: int, threads: int) -> dict
     for k in range(workload.BADGES):
         badges.register(points_badge(k))
     stream = workload.stream(users_count, events)
-    users = create_users(users_count)
-    for user, points in zip(users, stream.points, strict=True):
-        user.points = points
+    users = users_of(stream)
     seconds, calls = run_stream(users, stream, threads)
     awards = BadgeAward.objects.count()
     held = BadgeAward.objects.values("user", "slug", "level").annotate(n=Count("id")).count()
@@ -278,9 +284,7 @@ def bench_w2(database: str, users_count: int, events: int, threads: int) -> dict
 
     badges.register(always_badge("always", multiple=True))
     stream = workload.stream(users_count, events)
-    users = create_users(users_count)
-    for user, points in zip(users, stream.points, strict=True):
-        user.points = points
+    users = users_of(stream)
     seconds, calls = run_stream(users, stream, threads)
     awards = BadgeAward.objects.count()
     return workload.measure(

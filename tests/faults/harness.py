@@ -26,6 +26,7 @@ import asyncpg  # type: ignore[import-untyped]
 import redis.asyncio
 from load import Held, reference, stream
 from servers import PersistentRedis, PostgresServer
+from support import stop
 
 from abadges import BadgeRegistry
 
@@ -232,12 +233,7 @@ class LoadRun:
                 if worker.pid not in self.killed:
                     self.deaths.add(worker.pid)
                 continue
-            worker.terminate()
-            with anyio.move_on_after(30):
-                await worker.wait()
-            if worker.returncode is None:
-                worker.kill()
-                await worker.wait()
+            await stop(worker)
 
     async def held(self) -> Held:
         """The awards table, as (user, slug, level) -> how many rows."""
