@@ -6,8 +6,9 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import types
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import anyio
@@ -75,6 +76,11 @@ class BadgeRegistry:
         for event in dict.fromkeys(badge.events):
             self._events.setdefault(event, []).append(badge)
         return badge_class
+
+    @property
+    def registered(self) -> Mapping[str, Badge]:
+        """The registered badges by slug, in registration order: a read-only view."""
+        return types.MappingProxyType(self._badges)
 
     def get_badge(self, slug: str) -> Badge:
         """The registered badge with this slug; `BadgeNotRegisteredError` if there is none."""
@@ -157,9 +163,13 @@ class BadgeRegistry:
             with anyio.CancelScope(shield=True):
                 await self.disconnect()
 
-    async def create_tables(self) -> None:
-        """Create the awards table and its indexes if they do not exist yet."""
+    async def migrate(self) -> None:
+        """Bring the database's abadges tables up to this version's schema."""
         await self._connected_store().create_tables()
+
+    async def create_tables(self) -> None:
+        """An alias of `migrate()`, kept from the first version."""
+        await self.migrate()
 
     @property
     def database(self) -> databases.Database:

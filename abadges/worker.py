@@ -133,7 +133,7 @@ async def start(registry: BadgeRegistry, ctx: dict[str, Any]) -> None:
     """Import the badge modules of the `badges` setting, then connect the registry."""
     for module in registry.settings.badges:
         import_module(module, "ABADGES_BADGES")
-    if not registry._badges:
+    if not registry.registered:
         logger.warning(
             "No badge is registered in this worker: set ABADGES_BADGES to the modules that "
             "register your badges."

@@ -195,7 +195,7 @@ def test_bad_definitions_fail_at_register(attributes: dict[str, Any], message: s
     with pytest.raises(BadgeDefinitionError) as caught:
         registry.register(make_badge(**attributes))
     assert str(caught.value).startswith(message)
-    assert registry._badges == {}
+    assert registry.registered == {}
     assert registry._events == {}
 
 
