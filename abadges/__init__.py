@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from .awards import Award
 from .base import Badge, BadgeAwarded, BadgeDetail
 from .config import Settings
 from .exceptions import (
     AbadgesError,
     BadgeAlreadyRegisteredError,
     BadgeDefinitionError,
+    BadgeErrorGroup,
     BadgeNotRegisteredError,
     ConfigurationError,
     InvalidAwardError,
@@ -16,15 +18,15 @@ from .exceptions import (
     InvalidStateError,
     NotConnectedError,
     QueueUnavailableError,
+    is_transient,
 )
 from .registry import BadgeRegistry
-from .storage import Award
 from .users import UserRef
 
 __version__ = "0.1.0"
 
-#: The default registry: register badges with it and award through it.
 badges = BadgeRegistry()
+"""The default registry: register badges with it and award through it."""
 
 __all__ = [
     "AbadgesError",
@@ -34,6 +36,7 @@ __all__ = [
     "BadgeAwarded",
     "BadgeDefinitionError",
     "BadgeDetail",
+    "BadgeErrorGroup",
     "BadgeNotRegisteredError",
     "BadgeRegistry",
     "ConfigurationError",
@@ -47,4 +50,5 @@ __all__ = [
     "UserRef",
     "__version__",
     "badges",
+    "is_transient",
 ]

@@ -57,3 +57,9 @@ def storable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def shorten(value: object, limit: int = 80) -> str:
+    """`repr(value)`, cut to `limit` characters: messages quote values, never whole payloads."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from .exceptions import ConfigurationError
 from .users import UserIdFunction, default_user_id
 
-__all__ = ["QUEUES", "REDIS_SCHEMES", "Settings", "UserLoader"]
+__all__ = ["Settings"]
 
 #: Turns a stored identity back into a user for deferred badges; plain or async.
 UserLoader = Callable[[str], Awaitable[Any] | Any]

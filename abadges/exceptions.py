@@ -2,6 +2,7 @@
 Every error abadges raises on purpose derives from `AbadgesError`:
 
     AbadgesError
+    ├── BadgeErrorGroup (also an ExceptionGroup)
     ├── ConfigurationError
     ├── NotConnectedError
     ├── BadgeDefinitionError
@@ -13,16 +14,34 @@ Every error abadges raises on purpose derives from `AbadgesError`:
     ├── QueueUnavailableError
     └── InvalidJobError
 
-Exceptions raised by a badge's own `award()` or `freeze()` are not wrapped: they propagate
-as they are, with a note naming the badge and the event.
+Exceptions raised by a badge's own `award()` or `freeze()` are not wrapped: whenever badges
+of an event fail, the call raises one `BadgeErrorGroup` holding their errors as they are,
+each with a note naming the badge and the event. `except AbadgesError` catches the group;
+`except* SomeError` picks out its members.
+
+`is_transient(exc)` is the retry rule: connection trouble that may pass.
 """
 
 from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from .awards import Award
 
 __all__ = [
     "AbadgesError",
     "BadgeAlreadyRegisteredError",
     "BadgeDefinitionError",
+    "BadgeErrorGroup",
     "BadgeNotRegisteredError",
     "ConfigurationError",
     "InvalidAwardError",
@@ -31,11 +50,41 @@ __all__ = [
     "InvalidStateError",
     "NotConnectedError",
     "QueueUnavailableError",
+    "is_transient",
 ]
 
 
 class AbadgesError(Exception):
     """Base class of every error abadges raises on purpose."""
+
+
+class BadgeErrorGroup(ExceptionGroup[Exception], AbadgesError):
+    """Raised when badges of an event (or of a deferred job) failed: one group, also for one
+    failure, never nested. `exceptions` are the badges' errors, each with a note naming the
+    badge and the event; `recorded` holds the awards recorded (and announced) before it was
+    raised, those of the badges that did not fail.
+
+    Errors found before any badge runs (no user, not connected, a bad `force_timestamp`)
+    are raised on their own, not in a group.
+    """
+
+    recorded: list[Award]
+
+    def __new__(
+        cls, message: str, exceptions: Sequence[Exception], recorded: Sequence[Award] = ()
+    ) -> Self:
+        group = super().__new__(cls, message, exceptions)
+        group.recorded = list(recorded)
+        return group
+
+    def __init__(
+        self, message: str, exceptions: Sequence[Exception], recorded: Sequence[Award] = ()
+    ) -> None:
+        super().__init__(message, exceptions)
+
+    def derive(self, excs: Sequence[Exception]) -> BadgeErrorGroup:  # type: ignore[override]
+        # `except*` and split() build their parts with derive(): keep the type and `recorded`.
+        return BadgeErrorGroup(self.message, excs, self.recorded)
 
 
 class ConfigurationError(AbadgesError):
@@ -83,3 +132,51 @@ class QueueUnavailableError(AbadgesError):
 class InvalidJobError(AbadgesError):
     """Raised in the worker when a queued payload is not an abadges job it can run (not JSON,
     another payload version, a missing or mistyped field). Nothing of it is executed."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Is `exc` connection trouble that may pass, so that trying again later makes sense?
+
+    True for `QueueUnavailableError`, for refused, reset and timed-out connections to the
+    database or Redis, SQLite's "database is locked", and the driver errors of a server that
+    is restarting or out of connections. The worker retries jobs on these; an app retries a
+    call on them, with the same `event_key` (see awarding.md). A `BadgeErrorGroup` is
+    transient when every error in it is.
+    """
+    if isinstance(exc, BadgeErrorGroup):
+        return all(is_transient(error) for error in exc.exceptions)
+    return isinstance(exc, _transient_errors())
+
+
+@functools.cache
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [
+        QueueUnavailableError,
+        OSError,  # Refused, reset and timed-out connections.
+        RedisConnectionError,
+        RedisTimeoutError,
+        sqlite3.OperationalError,  # "database is locked"
+    ]
+    # The drivers are optional: only those installed can have raised.
+    try:
+        import asyncpg  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - asyncpg is installed with the tests
+        pass
+    else:
+        errors += [
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,  # "connection is closed"
+            # "cannot switch to state 12; another operation (2) is in progress": a query sent
+            # while the server's "terminating connection" message is arriving, before asyncpg
+            # marks the connection closed (seen under pg_terminate_backend in tests/faults).
+            asyncpg.exceptions.InternalClientError,
+            asyncpg.exceptions.OperatorInterventionError,  # server shutting down or restarting
+            asyncpg.exceptions.InsufficientResourcesError,  # too many connections
+        ]
+    try:
+        import asyncmy.errors
+    except ImportError:  # pragma: no cover - asyncmy is installed with the tests
+        pass
+    else:
+        errors.append(asyncmy.errors.OperationalError)
+    return tuple(errors)

@@ -1,4 +1,4 @@
-"""Deferred badges as arq jobs: the JSON codec, the job payload, enqueueing, running a job.
+"""The job wire format: deferred badges as arq jobs, the JSON codec, the payload and its checks.
 
 An event with deferred badges becomes one job named `abadges.award`, whose single argument
 is a JSON object:
@@ -9,52 +9,22 @@ is a JSON object:
 
 `key` is the arq job id and the award key of the job's `multiple` badges: the unique
 constraint of the awards table makes a job that runs twice record its awards once.
+
+Putting jobs into Redis is `queue.py`'s; running them is the award flow's (`awarding.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
-import logging
 import math
-import time
-import urllib.parse
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import anyio
-import redis.asyncio
-from arq.constants import expires_extra_ms, job_key_prefix
-from arq.jobs import serialize_job
-from redis.exceptions import RedisError
-
-from ._utils import maybe_await
-from .base import Badge
-from .exceptions import InvalidJobError, InvalidStateError, QueueUnavailableError
-from .storage import Award, NewAward
+from ._utils import shorten
+from .exceptions import InvalidJobError, InvalidStateError
 from .users import MAX_USER_ID_LENGTH
-
-if TYPE_CHECKING:
-    from .registry import BadgeRegistry
-
-__all__ = [
-    "ENQUEUE_TIMEOUT",
-    "JOB_NAME",
-    "JOB_VERSION",
-    "MAX_JOB_BYTES",
-    "Job",
-    "JobOutcome",
-    "JobQueue",
-    "dumps",
-    "event_award_key",
-    "freeze_state",
-    "loads",
-    "run_job",
-]
-
-logger = logging.getLogger("abadges")
 
 JOB_NAME = "abadges.award"
 JOB_VERSION = 1
@@ -62,10 +32,6 @@ JOB_VERSION = 1
 MAX_JOB_BYTES = 1_000_000
 #: Deepest nesting of lists and dicts a frozen state may have.
 MAX_DEPTH = 32
-#: Seconds Redis has to take a job before the request gets `QueueUnavailableError`.
-ENQUEUE_TIMEOUT = 1.0
-#: Longest `event_key` a call may give.
-MAX_EVENT_KEY_LENGTH = 255
 
 JSON_TYPES = "str, int, float, bool, None, and lists and dicts with str keys"
 
@@ -155,10 +121,10 @@ class Job:
     def from_payload(cls, payload: object) -> Job:
         """Check a payload read from Redis; `InvalidJobError` says what is wrong with it."""
         if not isinstance(payload, dict):
-            raise InvalidJobError(f"Job payload must be a JSON object; got {_shorten(payload)}.")
+            raise InvalidJobError(f"Job payload must be a JSON object; got {shorten(payload)}.")
         if payload.get("v") != JOB_VERSION:
             raise InvalidJobError(
-                f"Job payload version {_shorten(payload.get('v'))} is not supported; this "
+                f"Job payload version {shorten(payload.get('v'))} is not supported; this "
                 f"abadges reads version {JOB_VERSION}. Run workers of the same abadges "
                 "version as the app."
             )
@@ -177,15 +143,15 @@ class Job:
         if not isinstance(key, str) or not 1 <= len(key) <= 64:
             raise InvalidJobError(f"Job key must be a str of 1 to 64 characters; got {key!r}.")
         if not isinstance(event, str):
-            raise InvalidJobError(f"Job event must be a str; got {_shorten(event)}.")
+            raise InvalidJobError(f"Job event must be a str; got {shorten(event)}.")
         if not isinstance(user, str) or not 1 <= len(user) <= MAX_USER_ID_LENGTH:
             raise InvalidJobError(
                 f"Job user must be a str of 1 to {MAX_USER_ID_LENGTH} characters; "
-                f"got {_shorten(user)}."
+                f"got {shorten(user)}."
             )
         if not isinstance(badges, dict) or not all(isinstance(s, dict) for s in badges.values()):
             raise InvalidJobError(
-                f"Job badges must map slugs to state objects; got {_shorten(badges)}."
+                f"Job badges must map slugs to state objects; got {shorten(badges)}."
             )
         return cls(key, event, user, _timestamp(at), badges)
 
@@ -199,45 +165,23 @@ def _timestamp(value: object) -> datetime.datetime | None:
         timestamp = None
     if timestamp is None or timestamp.utcoffset() is None:
         raise InvalidJobError(
-            f"Job timestamp must be null or an ISO 8601 time with its offset; "
-            f"got {_shorten(value)}."
+            f"Job timestamp must be null or an ISO 8601 time with its offset; got {shorten(value)}."
         )
     return timestamp.astimezone(datetime.UTC)
 
 
-def _shorten(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else f"{text[:77]}..."
+# The state a deferred badge freezes ---------------------------------------------------------
 
 
-# The request side -----------------------------------------------------------------------------
+def check_frozen_state(slug: str, frozen: object) -> dict[str, Any]:
+    """The state a deferred badge's `freeze()` returned, as its job will carry it.
 
-
-def event_award_key(event: str, user_id: str, event_key: object) -> str:
-    """The award and job key of an event that the caller named with `event_key`.
-
-    The event and the user are part of it, so that one request id may key several events, or
-    the same event for several users, without their awards or jobs colliding.
+    The user travels as its identity, so the `"user"` key is left out. Raises
+    `InvalidStateError` naming the badge and the key when JSON cannot carry a value faithfully.
     """
-    if not isinstance(event_key, str) or not 1 <= len(event_key) <= MAX_EVENT_KEY_LENGTH:
-        raise InvalidStateError(
-            f"event_key must be a str of 1 to {MAX_EVENT_KEY_LENGTH} characters naming this "
-            f"occurrence of event {event!r}, such as a request or order id; got "
-            f"{_shorten(event_key)}."
-        )
-    parts = "\0".join((event, user_id, event_key)).encode("utf-8", "surrogatepass")
-    return hashlib.sha256(parts).hexdigest()[:32]
-
-
-async def freeze_state(badge: Badge, state: dict[str, Any]) -> dict[str, Any]:
-    """The state a deferred badge's job will carry: what `freeze()` returns, checked to be JSON.
-
-    The user travels as its identity, so the `"user"` key is left out.
-    """
-    frozen = await maybe_await(badge.freeze(**state))
     if not isinstance(frozen, dict):
         raise InvalidStateError(
-            f"Badge {badge.slug!r} freeze() returned {_shorten(frozen)}; expected a dict of state."
+            f"Badge {slug!r} freeze() returned {shorten(frozen)}; expected a dict of state."
         )
     frozen = {key: value for key, value in frozen.items() if key != "user"}
     for key, value in frozen.items():
@@ -245,7 +189,7 @@ async def freeze_state(badge: Badge, state: dict[str, Any]) -> dict[str, Any]:
         if problem is not None:
             where, what = problem
             raise InvalidStateError(
-                f"Badge {badge.slug!r} is deferred, and its state key {key!r}"
+                f"Badge {slug!r} is deferred, and its state key {key!r}"
                 f"{f' at {key}{where}' if where else ''} {what}. Deferred state travels "
                 f"as JSON: {JSON_TYPES}. Convert it in freeze(), e.g. to an id or an ISO string."
             )
@@ -276,96 +220,9 @@ def _json_problem(value: object, depth: int) -> tuple[str, str] | None:
     if isinstance(value, dict):
         for name, item in value.items():
             if not isinstance(name, str):
-                return "", f"has the key {_shorten(name)}, which is not a str"
+                return "", f"has the key {shorten(name)}, which is not a str"
             problem = _json_problem(item, depth + 1)
             if problem is not None:
                 return f"[{name!r}]{problem[0]}", problem[1]
         return None
-    return "", f"holds {_shorten(value)}, which JSON cannot carry"
-
-
-class JobQueue:
-    """Puts jobs into Redis for `arq abadges.worker.Settings` workers."""
-
-    def __init__(self, redis_url: str, queue_name: str) -> None:
-        self.redis_url = redis_url
-        self.queue_name = queue_name
-        # No connection is made here: the first enqueue opens one, and after an outage the
-        # next enqueue opens a new one. A refused or silent server fails the enqueue within
-        # ENQUEUE_TIMEOUT instead of arq's create_pool() retries, which take seconds.
-        self._redis = redis.asyncio.Redis.from_url(
-            redis_url, socket_connect_timeout=ENQUEUE_TIMEOUT, socket_timeout=ENQUEUE_TIMEOUT
-        )
-
-    async def enqueue(self, job: Job) -> None:
-        """Queue `job`; `QueueUnavailableError` if Redis does not take it within a second.
-
-        This writes what arq's `enqueue_job()` writes (the job under its key, its id in the
-        queue) in one MULTI/EXEC, without `enqueue_job()`'s WATCH: on a connection lost during
-        EXEC, redis-py raises WatchError, which `enqueue_job()` takes for "queued already" and
-        returns as if it had queued the job (a job lost without an error, seen when Redis
-        restarts under load in tests/faults). Writing a job that is queued already is harmless:
-        it is the same job, ZADD NX keeps its place, and a job that runs twice records once.
-        """
-        now = int(time.time() * 1000)
-        data = serialize_job(JOB_NAME, (job.to_payload(),), {}, None, now, serializer=dumps)
-        try:
-            with anyio.fail_after(ENQUEUE_TIMEOUT):
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.psetex(job_key_prefix + job.key, expires_extra_ms, data)
-                    pipe.zadd(self.queue_name, {job.key: now}, nx=True)
-                    _, added = await pipe.execute()
-        except (OSError, RedisError) as exc:  # TimeoutError is an OSError.
-            raise QueueUnavailableError(
-                f"Redis at {_obscure(self.redis_url)} did not take the job of event "
-                f"{job.event!r} within {ENQUEUE_TIMEOUT:g}s ({type(exc).__name__}: {exc}); "
-                f"deferred badges {sorted(job.states)} were not queued."
-            ) from exc
-        if not added:
-            # A call retried with the same event_key while its first job is still queued.
-            logger.debug("Job %s of event %r is queued already.", job.key, job.event)
-
-    async def close(self) -> None:
-        await self._redis.aclose()
-
-
-def _obscure(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if not parts.password:
-        return url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
-
-
-# The job --------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class JobOutcome:
-    """What running a job did: the awards it recorded, and the badges that raised."""
-
-    recorded: list[Award]
-    failures: list[tuple[str, Exception]]
-
-
-async def run_job(registry: BadgeRegistry, job: Job) -> JobOutcome:
-    """Evaluate the job's badges on their frozen state and record what they award.
-
-    A badge that raises is reported in the outcome and does not stop the others. Loading the
-    user and recording the awards may raise: nothing of the job is then recorded, and running
-    it again is safe.
-    """
-    user = await registry._load_user(job.user_id)
-    awarded_at = job.awarded_at or datetime.datetime.now(datetime.UTC)
-    new_awards: list[NewAward] = []
-    failures: list[tuple[str, Exception]] = []
-    for slug, state in job.states.items():
-        try:
-            badge = registry.get_badge(slug)
-            level = badge.level_awarded(await maybe_await(badge.award(**state, user=user)))
-        except Exception as exc:
-            failures.append((slug, exc))
-            continue
-        if level is not None:
-            award_key = job.key if badge.multiple else ""
-            new_awards.append(NewAward(job.user_id, slug, level, awarded_at, award_key))
-    return JobOutcome(await registry._record(new_awards), failures)
+    return "", f"holds {shorten(value)}, which JSON cannot carry"

@@ -1,4 +1,5 @@
-"""`BadgeRegistry`: registers badges, evaluates them on events, records and queries awards."""
+"""`BadgeRegistry`: the facade over badge definitions, settings, the connection, the award flow
+(`awarding.py`) and the queries."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ import dataclasses
 import datetime
 import logging
 import types
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, TypeVar
 
 import anyio
 import databases
 
 from ._utils import import_from_string, maybe_await
+from .awarding import AwardCallback, AwardFlow, Outcome, event_award_key, freeze
+from .awards import Award
 from .base import Badge, BadgeDetail, check_definition
 from .config import Settings, UserLoader
 from .exceptions import (
@@ -24,15 +26,13 @@ from .exceptions import (
     InvalidStateError,
     NotConnectedError,
 )
-from .jobs import Job, JobQueue, dumps, event_award_key, freeze_state, loads, run_job
-from .storage import Award, AwardStore, NewAward
+from .jobs import Job, dumps, loads
+from .queue import JobQueue
+from .storage import AwardStore
 from .users import UserRef, identify, identify_known
-
-__all__ = ["AwardCallback", "BadgeRegistry"]
 
 logger = logging.getLogger("abadges")
 
-AwardCallback = Callable[[Award], Awaitable[None] | None]
 BadgeClass = TypeVar("BadgeClass", bound=type[Badge])
 Callback = TypeVar("Callback", bound=AwardCallback)
 
@@ -51,6 +51,7 @@ class BadgeRegistry:
         self._overrides: dict[str, Any] = {}
         self._settings: Settings | None = None
         self._store: AwardStore | None = None
+        self._flow: AwardFlow | None = None
         self._queue: JobQueue | None = None
         self._user_loader: UserLoader | None = None
 
@@ -143,10 +144,11 @@ class BadgeRegistry:
         if settings.queue == "redis":
             self._queue = JobQueue(settings.redis_url, settings.queue_name)
         self._settings, self._store, self._user_loader = settings, store, loader
+        self._flow = AwardFlow(store, self._callbacks, self._load_user, self.get_badge)
 
     async def disconnect(self) -> None:
         """Close the database and Redis. Does nothing when not connected."""
-        store, self._store, self._settings = self._store, None, None
+        store, self._store, self._settings, self._flow = self._store, None, None, None
         queue, self._queue = self._queue, None
         if queue is not None:
             await queue.close()
@@ -188,9 +190,12 @@ class BadgeRegistry:
         `multiple` badges and the deferred job are keyed by it, so a retried call records
         nothing twice. The badges see neither. Deferred badges are frozen and queued as one job
         for the worker (run in this call when the `queue` setting is "inline"). Returns the
-        awards this call recorded. An unknown event does nothing. A badge that raises does not
-        stop the others: their awards are recorded and announced first, then the error
-        propagates (an `ExceptionGroup` when several badges raised).
+        awards this call recorded. An unknown event does nothing.
+
+        A badge that raises does not stop the others: their awards are recorded and announced
+        first, then one `BadgeErrorGroup` holds the errors of every badge that failed (and a
+        `QueueUnavailableError` if the job could not be queued), with the recorded awards in
+        its `recorded`. Errors found before any badge runs are raised on their own.
         """
         badges = self._events.get(event)
         if not badges:
@@ -204,76 +209,44 @@ class BadgeRegistry:
             )
         user_id = identify(state["user"], self.settings.user_id)
         key = None if event_key is None else event_award_key(event, user_id, event_key)
-        self._connected_store()  # Not connected: fail before any badge runs.
+        flow = self._connected_flow()  # Not connected: fail before any badge runs.
 
         awarded_at = forced_at or datetime.datetime.now(datetime.UTC)
-        new_awards: list[NewAward] = []
-        frozen: dict[str, dict[str, Any]] = {}
-        errors: list[Exception] = []
-        for badge in badges:
-            try:
-                if badge.deferred:
-                    frozen[badge.slug] = await freeze_state(badge, state)
-                    continue
-                level = badge.level_awarded(await maybe_await(badge.award(**state)))
-            except Exception as exc:
-                exc.add_note(f"Raised by badge {badge.slug!r} on event {event!r}.")
-                errors.append(exc)
-                continue
-            if level is not None:
-                # Each event gives a `multiple` badge a new key, so the unique constraint lets
-                # its awards accumulate; the other badges share the empty key and are held once.
-                # A retried event gives its `event_key`'s key again, and records nothing twice.
-                award_key = (key or uuid.uuid4().hex) if badge.multiple else ""
-                new_awards.append(NewAward(user_id, badge.slug, level, awarded_at, award_key))
-
-        recorded = await self._record(new_awards)
+        inline = [(badge, state) for badge in badges if not badge.deferred]
+        outcome = await flow.award(event, user_id, inline, awarded_at, key)
+        frozen, errors = await freeze(event, [badge for badge in badges if badge.deferred], state)
+        outcome.errors += errors
         if frozen:
             try:
-                recorded += await self._defer(Job.create(event, user_id, forced_at, frozen, key))
+                outcome.add(await self._defer(Job.create(event, user_id, forced_at, frozen, key)))
             except Exception as exc:
-                errors.append(exc)
-        _raise_errors(errors, f"{len(errors)} badges failed on event {event!r}")
-        return recorded
+                outcome.errors.append(exc)
+        return outcome.result(event)
 
-    async def _defer(self, job: Job) -> list[Award]:
+    async def run_job(self, payload: object) -> list[Award]:
+        """Run a deferred job as the worker does: `payload` is the JSON object that the app
+        queued. Returns the awards recorded; `InvalidJobError` if the payload is no abadges
+        job; a `BadgeErrorGroup` (with `recorded`) when badges failed, a badge that this
+        process does not know (`BadgeNotRegisteredError`) included. `abadges.worker` calls it.
+        """
+        job = Job.from_payload(payload)
+        outcome = await self._connected_flow().run_job(job)
+        return outcome.result(job.event)
+
+    async def _defer(self, job: Job) -> Outcome:
         if self._queue is not None:
             await self._queue.enqueue(job)
-            return []
+            return Outcome()
         # Inline: the job goes through the JSON codec and runs as the worker would run it.
-        outcome = await run_job(self, Job.from_payload(loads(dumps(job.to_payload()))))
-        errors = []
-        for slug, exc in outcome.failures:
-            exc.add_note(f"Raised by deferred badge {slug!r} on event {job.event!r}.")
-            errors.append(exc)
-        _raise_errors(errors, f"{len(errors)} deferred badges failed")
-        return outcome.recorded
-
-    async def _record(self, new_awards: list[NewAward]) -> list[Award]:
-        """Insert the awards that are new, then announce those to the `on_award` callbacks."""
-        recorded = await self._connected_store().insert(new_awards)
-        await self._announce(recorded)
-        return recorded
+        return await self._connected_flow().run_job(
+            Job.from_payload(loads(dumps(job.to_payload())))
+        )
 
     async def _load_user(self, user_id: str) -> Any:
         """The user a deferred badge's `award()` gets: loaded, or a `UserRef`."""
         if self._user_loader is None:
             return UserRef(user_id)
         return await maybe_await(self._user_loader(user_id))
-
-    async def _announce(self, recorded: list[Award]) -> None:
-        for award in recorded:
-            for callback in self._callbacks:
-                try:
-                    await maybe_await(callback(award))
-                except Exception:
-                    logger.exception(
-                        "on_award callback %r failed for badge %r level %d of user %r.",
-                        callback,
-                        award.slug,
-                        award.level,
-                        award.user_id,
-                    )
 
     # Queries ------------------------------------------------------------------------------------
 
@@ -319,6 +292,11 @@ class BadgeRegistry:
 
     # Helpers ------------------------------------------------------------------------------------
 
+    def _connected_flow(self) -> AwardFlow:
+        self._connected_store()
+        assert self._flow is not None
+        return self._flow
+
     def _connected_store(self) -> AwardStore:
         if self._store is None:
             raise NotConnectedError(
@@ -340,14 +318,6 @@ class BadgeRegistry:
         if badge is None or not 1 <= level <= len(badge.levels):
             return None
         return badge.detail(level)
-
-
-def _raise_errors(errors: list[Exception], group_message: str) -> None:
-    """Raise the one error, or an `ExceptionGroup` of several; nothing when there are none."""
-    if len(errors) == 1:
-        raise errors[0]
-    if errors:
-        raise ExceptionGroup(group_message, errors)
 
 
 def _forced_timestamp(force_timestamp: object) -> datetime.datetime | None:

@@ -16,28 +16,13 @@ from databases.interfaces import Record
 from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from .awards import Award
 from .base import BadgeDetail
 from .exceptions import ConfigurationError
 from .tables import awards
 
-__all__ = ["Award", "AwardStore", "NewAward"]
-
 UTC = datetime.UTC
 DIALECTS = frozenset({"sqlite", "postgresql", "mysql"})
-
-
-@dataclasses.dataclass(frozen=True)
-class Award:
-    """A recorded award. `name` and `description` are those of the awarded level, or None when
-    the badge or the level is no longer registered."""
-
-    id: int
-    user_id: str
-    slug: str
-    level: int
-    name: str | None
-    description: str | None
-    awarded_at: datetime.datetime
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,12 +8,14 @@ from sqlalchemy.dialects import mysql
 from .base import MAX_SLUG_LENGTH
 from .users import MAX_USER_ID_LENGTH
 
-__all__ = ["AWARD_KEY_LENGTH", "awards", "metadata"]
+__all__ = ["awards", "metadata"]
 
 #: Length of the key that tells the awards of a `multiple` badge apart (a UUID in hex).
 AWARD_KEY_LENGTH = 64
 
 metadata = sa.MetaData()
+"""The SQLAlchemy `MetaData` of abadges' tables: what an app's Alembic leaves alone (see
+migrations.md)."""
 
 
 def _text(length: int) -> sa.types.TypeEngine[str]:
@@ -43,3 +45,4 @@ awards = sa.Table(
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )
+"""The awards table: one row per award held."""

@@ -10,15 +10,6 @@ from typing import Any
 from ._utils import storable
 from .exceptions import InvalidStateError
 
-__all__ = [
-    "MAX_USER_ID_LENGTH",
-    "UserIdFunction",
-    "UserRef",
-    "default_user_id",
-    "identify",
-    "identify_known",
-]
-
 #: Longest identity the awards table can hold.
 MAX_USER_ID_LENGTH = 255
 

@@ -1,24 +1,23 @@
-"""The worker of deferred badges: `arq abadges.worker.Settings`.
+"""The worker of deferred badges: `arq abadges.worker.WorkerSettings`.
 
 It reads the same `ABADGES_*` settings as the app, imports the modules `ABADGES_BADGES` names
 so that their badges are registered, and runs the `abadges.award` jobs the app queues.
+`abadges.worker.Settings` is the same settings under the name the first version gave them.
 
-arq reads only a settings class's own attributes, so a subclass of `Settings` silently loses
-them. To customise the worker, build complete settings with `worker_settings()`:
+arq reads only a settings class's own attributes, so a subclass of the settings silently
+loses them. To customise the worker, build complete settings with `worker_settings()`:
 
     # myapp/worker.py
     from abadges.worker import worker_settings
 
-    Settings = worker_settings(max_jobs=50, job_timeout=10)
+    WorkerSettings = worker_settings(max_jobs=50, job_timeout=10)
 
-and run `arq myapp.worker.Settings`.
+and run `arq myapp.worker.WorkerSettings`.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,7 +32,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import badges
 from ._utils import import_module
-from .jobs import JOB_NAME, Job, dumps, loads, run_job
+from .exceptions import BadgeErrorGroup, is_transient
+from .jobs import JOB_NAME, dumps, loads
 from .registry import BadgeRegistry
 
 __all__ = [
@@ -42,21 +42,21 @@ __all__ = [
     "MAX_TRIES",
     "REDIS_RETRIES",
     "Settings",
-    "is_transient",
+    "WorkerSettings",
     "worker_settings",
 ]
 
 logger = logging.getLogger("abadges.worker")
 
-#: How many times a job may start, retries and runs cut short by a killed worker included.
 MAX_TRIES = 10
-#: Longest wait, in seconds, between two tries of a job that hit a connection error.
+"""How many times a job may start, retries and runs cut short by a killed worker included."""
 BACKOFF_CAP = 60
-#: How many times a Redis command is tried again, at most 2 seconds apart, before the worker
-#: gives up on a Redis that went away: it rides out a restart or an outage of about a minute.
+"""Longest wait, in seconds, between two tries of a job that hit a connection error."""
 REDIS_RETRIES = 30
-#: Seconds a starting worker waits for an unreachable database before it gives up.
+"""How many times a Redis command is tried again, at most 2 seconds apart, before the worker
+gives up on a Redis that went away: it rides out a restart or an outage of about a minute."""
 DATABASE_WAIT = 60
+"""Seconds a starting worker waits for an unreachable database before it gives up."""
 #: The key of the registry in arq's `ctx`.
 REGISTRY = "abadges_registry"
 
@@ -174,84 +174,48 @@ async def award(ctx: dict[str, Any], payload: object) -> int:
     """
     registry: BadgeRegistry = ctx[REGISTRY]
     job_id, job_try = ctx["job_id"], ctx["job_try"]
-    job = Job.from_payload(payload)
     try:
-        outcome = await run_job(registry, job)
+        return len(await registry.run_job(payload))
+    except BadgeErrorGroup as group:
+        failures = group
     except Exception as exc:
         if is_transient(exc):
             raise _retry(job_id, job_try, exc) from exc
         raise
     retry: Retry | None = None
-    for slug, error in outcome.failures:
+    for error in failures.exceptions:
         if is_transient(error):
-            retry = _retry(job_id, job_try, error, slug)
+            retry = _retry(job_id, job_try, error)
             continue
         logger.error(
-            "Badge %r failed in job %s (event %r, user %r) and is not retried: %s: %s",
-            slug,
+            "Job %s failed and is not retried: %s: %s (%s)",
             job_id,
-            job.event,
-            job.user_id,
             type(error).__name__,
             error,
+            " ".join(getattr(error, "__notes__", [])),
             exc_info=error,
         )
     if retry is not None:
         # The awards this try recorded stay; the next try records only what is missing.
         raise retry
-    return len(outcome.recorded)
+    return len(failures.recorded)
 
 
-def _retry(job_id: str, job_try: int, exc: Exception, slug: str | None = None) -> Retry:
+def _retry(job_id: str, job_try: int, exc: Exception) -> Retry:
     delay = min(2 ** (job_try - 1), BACKOFF_CAP)
     logger.warning(
-        "Job %s hit a connection error%s (try %d): %s: %s; retrying in %ds.",
+        "Job %s hit a connection error (try %d): %s: %s%s; retrying in %ds.",
         job_id,
-        f" in badge {slug!r}" if slug else "",
         job_try,
         type(exc).__name__,
         exc,
+        "".join(f" ({note})" for note in getattr(exc, "__notes__", [])),
         delay,
     )
     return Retry(defer=delay)
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Is `exc` connection trouble that may pass, so that trying again later makes sense?"""
-    return isinstance(exc, _transient_errors())
-
-
-@functools.cache
-def _transient_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [
-        OSError,  # Refused, reset and timed-out connections.
-        RedisConnectionError,
-        RedisTimeoutError,
-        sqlite3.OperationalError,  # "database is locked"
-    ]
-    try:
-        import asyncpg  # type: ignore[import-untyped]
-    except ImportError:  # pragma: no cover - asyncpg is installed with the tests
-        pass
-    else:
-        errors += [
-            asyncpg.PostgresConnectionError,
-            asyncpg.InterfaceError,  # "connection is closed"
-            # "cannot switch to state 12; another operation (2) is in progress": a query sent
-            # while the server's "terminating connection" message is arriving, before asyncpg
-            # marks the connection closed (seen under pg_terminate_backend in tests/faults).
-            asyncpg.exceptions.InternalClientError,
-            asyncpg.exceptions.OperatorInterventionError,  # server shutting down or restarting
-            asyncpg.exceptions.InsufficientResourcesError,  # too many connections
-        ]
-    try:
-        import asyncmy.errors
-    except ImportError:  # pragma: no cover - asyncmy is installed with the tests
-        pass
-    else:
-        errors.append(asyncmy.errors.OperationalError)
-    return tuple(errors)
-
-
-#: The worker, configured by the `ABADGES_*` variables: `arq abadges.worker.Settings`.
-Settings = worker_settings()
+WorkerSettings = worker_settings()
+"""The worker, configured by the `ABADGES_*` variables: `arq abadges.worker.WorkerSettings`."""
+Settings = WorkerSettings
+"""The name the first version gave `WorkerSettings`: `arq abadges.worker.Settings` still works."""

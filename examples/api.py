@@ -55,11 +55,13 @@ async def add_visit(user_id: str, body: bytes) -> dict[str, Any]:
     user = await store.load_user(user_id)
     try:
         awarded = await badges.possibly_award_badge("visited", user=user, day=day)
-    except QueueUnavailableError as exc:
-        # The visit stands; the badges it may earn wait for the user's next visit.
+    except* QueueUnavailableError as group:
+        # The visit stands; the badges it may earn wait for the user's next visit. A badge
+        # that failed in the same call stays in the group that is raised with this error.
+        [error] = group.exceptions
         raise HTTPError(
-            503, f"The visit is recorded, but its badges could not be queued: {exc}"
-        ) from exc
+            503, f"The visit is recorded, but its badges could not be queued: {error}"
+        ) from error
     return {"user": user.id, "day": day.isoformat(), "awarded": [_award(a) for a in awarded]}
 
 

@@ -7,11 +7,16 @@ import pathlib
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import anyio
 import anyio.abc
+import pytest
 
+from abadges import BadgeErrorGroup
 from abadges.testing import free_port
+
+E = TypeVar("E", bound=BaseException)
 
 ARQ = str(pathlib.Path(sys.executable).parent / "arq")
 
@@ -90,3 +95,10 @@ async def stop(process: anyio.abc.Process) -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def only_error(caught: pytest.ExceptionInfo[BadgeErrorGroup], kind: type[E]) -> E:
+    """The one error in a caught `BadgeErrorGroup`, checked to be a `kind`."""
+    [error] = caught.value.exceptions
+    assert isinstance(error, kind), error
+    return error

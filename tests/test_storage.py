@@ -17,10 +17,10 @@ from abadges import (
     ConfigurationError,
     InvalidLevelError,
     NotConnectedError,
+    is_transient,
 )
 from abadges.storage import AwardStore
 from abadges.tables import awards, metadata
-from abadges.worker import is_transient
 
 DAY = datetime.timedelta(days=1)
 START = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)

@@ -165,8 +165,8 @@ async def test_a_failing_badge_is_logged_and_the_others_recorded(
     assert await stored_rows() == [("ana", "seen", 1)]
     [record] = [r for r in caplog.records if r.name == "abadges.worker"]
     assert record.getMessage() == (
-        f"Badge 'failing' failed in job {job_id} (event 'visited', user 'ana') and is not "
-        "retried: ValueError: no award for ana"
+        f"Job {job_id} failed and is not retried: ValueError: no award for ana "
+        "(Raised by deferred badge 'failing' on event 'visited'.)"
     )
     assert record.exc_info is not None
 
@@ -192,8 +192,8 @@ async def test_connection_errors_are_retried_with_backoff(
     # The visitor award of the first try is not recorded again by the second.
     assert sorted(await stored_rows()) == [("ana", "flaky", 1), ("ana", "visitor", 1)]
     assert [r.getMessage() for r in caplog.records if r.name == "abadges.worker"] == [
-        f"Job {job_id} hit a connection error in badge 'flaky' (try 1): ConnectionResetError: "
-        "connection reset by peer; retrying in 1s."
+        f"Job {job_id} hit a connection error (try 1): ConnectionResetError: connection reset "
+        "by peer (Raised by deferred badge 'flaky' on event 'visited'.); retrying in 1s."
     ]
 
 

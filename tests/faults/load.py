@@ -23,8 +23,7 @@ from typing import Any
 
 import anyio
 
-from abadges import Badge, BadgeAwarded, BadgeRegistry, QueueUnavailableError
-from abadges.worker import is_transient
+from abadges import Badge, BadgeAwarded, BadgeRegistry, is_transient
 
 USERS = 30
 SCORE_LEVELS = (300, 800, 1500)
@@ -150,10 +149,6 @@ BADGES: tuple[type[Badge], ...] = (ScoreBadge, JackpotBadge, StreakBadge, Regula
 # The app process ------------------------------------------------------------------------------
 
 
-def retryable(exc: BaseException) -> bool:
-    return is_transient(exc) or isinstance(exc, QueueUnavailableError)
-
-
 async def deliver(registry: BadgeRegistry, event: Event, patience: float) -> int:
     """Fire `event` until it goes through; return how many tries failed first."""
     deadline = time.monotonic() + patience
@@ -161,7 +156,7 @@ async def deliver(registry: BadgeRegistry, event: Event, patience: float) -> int
         try:
             await registry.possibly_award_badge(event.name, **event.state())
         except Exception as exc:
-            if not retryable(exc) or time.monotonic() > deadline:
+            if not is_transient(exc) or time.monotonic() > deadline:
                 raise
             await anyio.sleep(min(0.05 * 2**failed, 1.0))
         else:

@@ -1,0 +1,188 @@
+"""The one award flow: evaluate, key, record, announce.
+
+The request path (`BadgeRegistry.possibly_award_badge`) and the worker (`BadgeRegistry.run_job`)
+both run these steps, so a badge is awarded the same way wherever it is evaluated:
+
+1. evaluate: each badge's `award()` on the state, its result checked into a level or nothing;
+   a badge that raises is set aside with a note naming it and the event, and the others go on;
+2. key: the award key that the unique constraint covers (`award_key()`);
+3. record: one insert of the new awards, which skips what the table holds already;
+4. announce: the `on_award` callbacks, once per award this call recorded, after commit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from ._utils import maybe_await, shorten
+from .awards import Award
+from .base import Badge
+from .exceptions import BadgeErrorGroup, BadgeNotRegisteredError, InvalidStateError
+from .jobs import Job, check_frozen_state
+from .storage import AwardStore, NewAward
+
+logger = logging.getLogger("abadges")
+
+AwardCallback = Callable[[Award], Awaitable[None] | None]
+UserLoader = Callable[[str], Awaitable[Any]]
+
+#: Longest `event_key` a call may give.
+MAX_EVENT_KEY_LENGTH = 255
+
+
+def event_award_key(event: str, user_id: str, event_key: object) -> str:
+    """The award and job key of an event that the caller named with `event_key`.
+
+    The event and the user are part of it, so that one request id may key several events, or
+    the same event for several users, without their awards or jobs colliding.
+    """
+    if not isinstance(event_key, str) or not 1 <= len(event_key) <= MAX_EVENT_KEY_LENGTH:
+        raise InvalidStateError(
+            f"event_key must be a str of 1 to {MAX_EVENT_KEY_LENGTH} characters naming this "
+            f"occurrence of event {event!r}, such as a request or order id; got "
+            f"{shorten(event_key)}."
+        )
+    parts = "\0".join((event, user_id, event_key)).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(parts).hexdigest()[:32]
+
+
+def award_key(badge: Badge, key: str | None) -> str:
+    """The award key of a badge's award in an event or job keyed by `key` (None: unkeyed).
+
+    Badges held once share the empty key, so the unique constraint holds each level once. A
+    `multiple` badge's award gets the event's key, so that a retried event or a job that runs
+    twice records it once, or a key of its own when the event has none, so its awards add up.
+    """
+    if not badge.multiple:
+        return ""
+    return key or uuid.uuid4().hex
+
+
+async def freeze(
+    event: str, badges: Iterable[Badge], state: Mapping[str, Any]
+) -> tuple[dict[str, dict[str, Any]], list[Exception]]:
+    """The state each deferred badge's `freeze()` captures, checked to travel as JSON; and the
+    errors of the badges whose `freeze()` failed, each noted with the badge and the event."""
+    frozen: dict[str, dict[str, Any]] = {}
+    errors: list[Exception] = []
+    for badge in badges:
+        try:
+            frozen[badge.slug] = check_frozen_state(
+                badge.slug, await maybe_await(badge.freeze(**state))
+            )
+        except Exception as exc:
+            errors.append(_noted(exc, badge.slug, event, deferred=True))
+    return frozen, errors
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a run of the flow did: the awards it recorded, and the errors of the badges that
+    failed (each with its note)."""
+
+    recorded: list[Award] = dataclasses.field(default_factory=list)
+    errors: list[Exception] = dataclasses.field(default_factory=list)
+
+    def add(self, other: Outcome) -> None:
+        self.recorded += other.recorded
+        self.errors += other.errors
+
+    def result(self, event: str) -> list[Award]:
+        """The recorded awards, or one flat `BadgeErrorGroup` if any badge failed."""
+        if self.errors:
+            count = len(self.errors)
+            raise BadgeErrorGroup(
+                f"{count} badge{'s' if count > 1 else ''} failed on event {event!r}",
+                self.errors,
+                self.recorded,
+            )
+        return self.recorded
+
+
+class AwardFlow:
+    """The flow over one store: `callbacks` is the registry's live list of `on_award`
+    callbacks, `load_user` turns a job's stored identity back into a user, `get_badge` finds a
+    job's badges by slug."""
+
+    def __init__(
+        self,
+        store: AwardStore,
+        callbacks: Sequence[AwardCallback],
+        load_user: UserLoader,
+        get_badge: Callable[[str], Badge],
+    ) -> None:
+        self.store = store
+        self._callbacks = callbacks
+        self._load_user = load_user
+        self._get_badge = get_badge
+
+    async def award(
+        self,
+        event: str,
+        user_id: str,
+        evaluations: Iterable[tuple[Badge, Mapping[str, Any]]],
+        awarded_at: datetime.datetime,
+        key: str | None,
+    ) -> Outcome:
+        """Evaluate each badge on its state, then record and announce what they award."""
+        outcome = Outcome()
+        new_awards: list[NewAward] = []
+        for badge, state in evaluations:
+            try:
+                level = badge.level_awarded(await maybe_await(badge.award(**state)))
+            except Exception as exc:
+                outcome.errors.append(_noted(exc, badge.slug, event, badge.deferred))
+                continue
+            if level is not None:
+                new_awards.append(
+                    NewAward(user_id, badge.slug, level, awarded_at, award_key(badge, key))
+                )
+        outcome.recorded = await self.record(new_awards)
+        return outcome
+
+    async def run_job(self, job: Job) -> Outcome:
+        """Evaluate a job's badges on their frozen state, for the user the job names.
+
+        Loading the user and recording may raise: nothing of the job is then recorded, and
+        running it again is safe.
+        """
+        user = await maybe_await(self._load_user(job.user_id))
+        evaluations: list[tuple[Badge, Mapping[str, Any]]] = []
+        unknown: list[Exception] = []
+        for slug, state in job.states.items():
+            try:
+                evaluations.append((self._get_badge(slug), {**state, "user": user}))
+            except BadgeNotRegisteredError as exc:
+                unknown.append(_noted(exc, slug, job.event, deferred=True))
+        awarded_at = job.awarded_at or datetime.datetime.now(datetime.UTC)
+        outcome = await self.award(job.event, job.user_id, evaluations, awarded_at, job.key)
+        outcome.errors[:0] = unknown
+        return outcome
+
+    async def record(self, new_awards: Sequence[NewAward]) -> list[Award]:
+        """Insert the awards that are new, then announce those to the `on_award` callbacks."""
+        recorded = await self.store.insert(new_awards)
+        for award in recorded:
+            for callback in self._callbacks:
+                try:
+                    await maybe_await(callback(award))
+                except Exception:
+                    logger.exception(
+                        "on_award callback %r failed for badge %r level %d of user %r.",
+                        callback,
+                        award.slug,
+                        award.level,
+                        award.user_id,
+                    )
+        return recorded
+
+
+def _noted(exc: Exception, slug: str, event: str, deferred: bool) -> Exception:
+    exc.add_note(f"Raised by {'deferred ' if deferred else ''}badge {slug!r} on event {event!r}.")
+    return exc

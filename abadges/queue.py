@@ -1,0 +1,74 @@
+"""Enqueueing: deferred badges' jobs into Redis, for `arq abadges.worker.WorkerSettings` workers."""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.parse
+
+import anyio
+import redis.asyncio
+from arq.constants import expires_extra_ms, job_key_prefix
+from arq.jobs import serialize_job
+from redis.exceptions import RedisError
+
+from .exceptions import QueueUnavailableError
+from .jobs import JOB_NAME, Job, dumps
+
+logger = logging.getLogger("abadges")
+
+#: Seconds Redis has to take a job before the request gets `QueueUnavailableError`.
+ENQUEUE_TIMEOUT = 1.0
+
+
+class JobQueue:
+    """Puts jobs into Redis for the workers."""
+
+    def __init__(self, redis_url: str, queue_name: str) -> None:
+        self.redis_url = redis_url
+        self.queue_name = queue_name
+        # No connection is made here: the first enqueue opens one, and after an outage the
+        # next enqueue opens a new one. A refused or silent server fails the enqueue within
+        # ENQUEUE_TIMEOUT instead of arq's create_pool() retries, which take seconds.
+        self._redis = redis.asyncio.Redis.from_url(
+            redis_url, socket_connect_timeout=ENQUEUE_TIMEOUT, socket_timeout=ENQUEUE_TIMEOUT
+        )
+
+    async def enqueue(self, job: Job) -> None:
+        """Queue `job`; `QueueUnavailableError` if Redis does not take it within a second.
+
+        This writes what arq's `enqueue_job()` writes (the job under its key, its id in the
+        queue) in one MULTI/EXEC, without `enqueue_job()`'s WATCH: on a connection lost during
+        EXEC, redis-py raises WatchError, which `enqueue_job()` takes for "queued already" and
+        returns as if it had queued the job (a job lost without an error, seen when Redis
+        restarts under load in tests/faults). Writing a job that is queued already is harmless:
+        it is the same job, ZADD NX keeps its place, and a job that runs twice records once.
+        """
+        now = int(time.time() * 1000)
+        data = serialize_job(JOB_NAME, (job.to_payload(),), {}, None, now, serializer=dumps)
+        try:
+            with anyio.fail_after(ENQUEUE_TIMEOUT):
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.psetex(job_key_prefix + job.key, expires_extra_ms, data)
+                    pipe.zadd(self.queue_name, {job.key: now}, nx=True)
+                    _, added = await pipe.execute()
+        except (OSError, RedisError) as exc:  # TimeoutError is an OSError.
+            raise QueueUnavailableError(
+                f"Redis at {obscure(self.redis_url)} did not take the job of event "
+                f"{job.event!r} within {ENQUEUE_TIMEOUT:g}s ({type(exc).__name__}: {exc}); "
+                f"deferred badges {sorted(job.states)} were not queued."
+            ) from exc
+        if not added:
+            # A call retried with the same event_key while its first job is still queued.
+            logger.debug("Job %s of event %r is queued already.", job.key, job.event)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def obscure(url: str) -> str:
+    """`url` with its password, if any, replaced by `***`."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.password:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
