@@ -17,12 +17,19 @@ and run `arq myapp.worker.WorkerSettings`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
+import os
+import pathlib
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import redis.asyncio
 from arq import Retry, func
 from arq.connections import RedisSettings
 from redis.asyncio.retry import Retry as RedisRetry
@@ -32,17 +39,22 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import badges
 from ._utils import import_module
-from .exceptions import BadgeErrorGroup, is_transient
+from .config import Settings as AbadgesSettings
+from .exceptions import BadgeErrorGroup, BadgeNotRegisteredError, ConfigurationError, is_transient
 from .jobs import JOB_NAME, dumps, loads
+from .queue import obscure
 from .registry import BadgeRegistry
 
 __all__ = [
     "BACKOFF_CAP",
     "DATABASE_WAIT",
+    "HEALTH_INTERVAL",
     "MAX_TRIES",
     "REDIS_RETRIES",
     "Settings",
     "WorkerSettings",
+    "health_key",
+    "live_workers",
     "worker_settings",
 ]
 
@@ -57,8 +69,13 @@ REDIS_RETRIES = 30
 gives up on a Redis that went away: it rides out a restart or an outage of about a minute."""
 DATABASE_WAIT = 60
 """Seconds a starting worker waits for an unreachable database before it gives up."""
-#: The key of the registry in arq's `ctx`.
+HEALTH_INTERVAL = 5
+"""Seconds between two refreshes of a worker's health key (see `live_workers()`). The key lives
+three intervals unless refreshed: a worker that died, or whose event loop has been stuck that
+long (15 s by default), is no longer live."""
+#: The keys of the registry and of the heartbeat task in arq's `ctx`.
 REGISTRY = "abadges_registry"
+HEARTBEAT = "abadges_heartbeat"
 
 Hook = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -69,15 +86,21 @@ def worker_settings(registry: BadgeRegistry | None = None, **overrides: Any) -> 
     `registry` defaults to `abadges.badges`; its settings (the `ABADGES_*` variables and what
     `configure()` set before this call) give the Redis URL and the queue name. `overrides` are
     arq `Worker` arguments; an `on_startup` you pass runs after abadges has connected, an
-    `on_shutdown` before it disconnects.
+    `on_shutdown` before it disconnects. `health_interval` (seconds, default
+    `HEALTH_INTERVAL`) is how often the worker refreshes its health key, which lives three
+    times as long (see `live_workers()`).
     """
     owner = badges if registry is None else registry
     settings = owner.settings
     on_startup: Hook | None = overrides.pop("on_startup", None)
     on_shutdown: Hook | None = overrides.pop("on_shutdown", None)
+    # A burst worker (tests, scripts) ends with its queue: it has no liveness to report.
+    interval: float | None = overrides.pop("health_interval", HEALTH_INTERVAL)
+    if overrides.get("burst"):
+        interval = None
 
     async def startup(ctx: dict[str, Any]) -> None:
-        await start(owner, ctx)
+        await start(owner, ctx, interval)
         if on_startup is not None:
             await on_startup(ctx)
 
@@ -86,7 +109,7 @@ def worker_settings(registry: BadgeRegistry | None = None, **overrides: Any) -> 
             if on_shutdown is not None:
                 await on_shutdown(ctx)
         finally:
-            await owner.disconnect()
+            await stop(owner, ctx)
 
     return {
         "functions": [func(award, name=JOB_NAME)],
@@ -112,6 +135,11 @@ def worker_settings(registry: BadgeRegistry | None = None, **overrides: Any) -> 
         "job_completion_wait": 20,
         # Nobody reads job results; errors are logged. Keeping none saves Redis memory.
         "keep_result": 0,
+        # arq's own health key is one per queue, deleted when any worker of the queue stops,
+        # so `arq --check` fails for the workers still running; abadges keeps one per worker
+        # process (live_workers()). A short interval makes arq's key, which a killed worker
+        # leaves behind, expire within a minute instead of an hour.
+        "health_check_interval": 60,
         **overrides,
     }
 
@@ -129,17 +157,117 @@ def redis_settings(url: str) -> RedisSettings:
     return settings
 
 
-async def start(registry: BadgeRegistry, ctx: dict[str, Any]) -> None:
-    """Import the badge modules of the `badges` setting, then connect the registry."""
-    for module in registry.settings.badges:
+async def start(registry: BadgeRegistry, ctx: dict[str, Any], interval: float | None) -> None:
+    """Import the badge modules of the `badges` setting, refuse to run without deferred badges
+    or without a database, connect the registry, log what the worker runs on, and start its
+    heartbeat every `interval` seconds (None: no heartbeat)."""
+    settings = registry.settings
+    for module in settings.badges:
         import_module(module, "ABADGES_BADGES")
-    if not registry.registered:
-        logger.warning(
-            "No badge is registered in this worker: set ABADGES_BADGES to the modules that "
-            "register your badges."
+    deferred = [slug for slug, badge in registry.registered.items() if badge.deferred]
+    if not deferred:
+        where = (
+            f"the modules ABADGES_BADGES names ({', '.join(settings.badges)}) register none"
+            if settings.badges
+            else "ABADGES_BADGES is not set"
         )
+        raise ConfigurationError(
+            f"The worker has no deferred badge to run: {where}. Set ABADGES_BADGES to the "
+            "comma-separated modules that register your badges, as the app imports them."
+        )
+    _check_database(settings)
     await _connect(registry)
+    logger.info(
+        "abadges worker %s on %s: database %s, Redis %s, queue %r, badge modules %s, "
+        "deferred badges %s.",
+        os.getpid(),
+        socket.gethostname(),
+        obscure(settings.database_url),
+        obscure(settings.redis_url),
+        settings.queue_name,
+        list(settings.badges),
+        deferred,
+    )
     ctx[REGISTRY] = registry
+    if interval is not None:
+        # arq's start-up and shut-down hooks are separate calls, with no scope around the
+        # worker's life that an anyio task group could live in: the heartbeat is an asyncio task.
+        beat = _beat(ctx["redis"], settings.queue_name, interval)
+        ctx[HEARTBEAT] = asyncio.create_task(beat)
+
+
+async def stop(registry: BadgeRegistry, ctx: dict[str, Any]) -> None:
+    """Stop the heartbeat and delete the worker's health key, then disconnect."""
+    heartbeat: asyncio.Task[None] | None = ctx.pop(HEARTBEAT, None)
+    try:
+        if heartbeat is not None:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await ctx["redis"].delete(health_key(registry.settings.queue_name))
+    finally:
+        await registry.disconnect()
+
+
+def _check_database(settings: AbadgesSettings) -> None:
+    """Refuse the default SQLite file when it does not exist: a worker started without
+    ABADGES_DATABASE_URL would otherwise create an empty database of its own and record
+    awards nobody reads."""
+    default = AbadgesSettings.database_url
+    path = pathlib.Path(default.partition(":///")[2])
+    if settings.database_url == default and not path.exists():
+        raise ConfigurationError(
+            f"The worker's database is the default {default}, and {path.resolve()} does not "
+            "exist: set ABADGES_DATABASE_URL to the database the app records awards in."
+        )
+
+
+def health_key(queue_name: str, host: str | None = None, pid: int | None = None) -> str:
+    """The Redis key that the worker process `pid` on `host` (default: this process) keeps
+    alive while it runs the queue `queue_name`."""
+    host = socket.gethostname() if host is None else host
+    return f"abadges:worker:{queue_name}:{host}:{os.getpid() if pid is None else pid}"
+
+
+async def _beat(redis: Any, queue_name: str, interval: float) -> None:
+    key = health_key(queue_name)
+    started = time.time()
+    beat = {"pid": os.getpid(), "host": socket.gethostname(), "queue": queue_name}
+    while True:
+        try:
+            value = json.dumps({**beat, "started": started, "at": time.time()})
+            await redis.set(key, value, px=int(interval * 3 * 1000))
+        except Exception as exc:  # The worker goes on; its health key lapses, as it should.
+            logger.warning(
+                "Could not refresh the health key %s: %s: %s", key, type(exc).__name__, exc
+            )
+        await asyncio.sleep(interval)
+
+
+async def live_workers(
+    redis_url: str, queue_name: str, host: str | None = None, pid: int | None = None
+) -> list[dict[str, Any]]:
+    """The worker processes of `queue_name` whose health key is fresh, on `host` (default: this
+    host) and with process id `pid` (default: any): each as the JSON its heartbeat wrote
+    (`pid`, `host`, `queue`, `started` and `at`, Unix times). `abadges worker check` is this.
+    """
+    client = redis.asyncio.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        if pid is not None:
+            keys = [health_key(queue_name, host, pid)]
+        else:
+            pattern = _glob_escape(health_key(queue_name, host, 0)[:-1]) + "*"
+            keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
+        values = await client.mget(keys) if keys else []
+    finally:
+        await client.aclose()
+    return sorted(
+        (json.loads(value) for value in values if value is not None), key=lambda w: w["pid"]
+    )
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
 
 
 async def _connect(registry: BadgeRegistry) -> None:
@@ -180,12 +308,22 @@ async def award(ctx: dict[str, Any], payload: object) -> int:
         failures = group
     except Exception as exc:
         if is_transient(exc):
-            raise _retry(job_id, job_try, exc) from exc
+            raise _retry(job_id, job_try, exc, "hit a connection error") from exc
         raise
     retry: Retry | None = None
     for error in failures.exceptions:
         if is_transient(error):
-            retry = _retry(job_id, job_try, error)
+            retry = _retry(job_id, job_try, error, "hit a connection error")
+            continue
+        if isinstance(error, BadgeNotRegisteredError):
+            # Deploy skew: the app runs a newer version whose badge this worker lacks. Waiting
+            # lets an updated worker take the job; the backoff bounds the wait (about 4 min).
+            retry = _retry(
+                job_id,
+                job_try,
+                error,
+                "names a badge this worker does not register (deploy skew: update the workers)",
+            )
             continue
         logger.error(
             "Job %s failed and is not retried: %s: %s (%s)",
@@ -201,11 +339,12 @@ async def award(ctx: dict[str, Any], payload: object) -> int:
     return len(failures.recorded)
 
 
-def _retry(job_id: str, job_try: int, exc: Exception) -> Retry:
+def _retry(job_id: str, job_try: int, exc: Exception, why: str) -> Retry:
     delay = min(2 ** (job_try - 1), BACKOFF_CAP)
     logger.warning(
-        "Job %s hit a connection error (try %d): %s: %s%s; retrying in %ds.",
+        "Job %s %s (try %d): %s: %s%s; retrying in %ds.",
         job_id,
+        why,
         job_try,
         type(exc).__name__,
         exc,

@@ -31,3 +31,6 @@ for badge_class in (AddictBadge, VisitorBadge, RegularBadge):
 
 #: A worker whose killed jobs run again 12 seconds later (job timeout + 10 s).
 QuickRetrySettings = worker_settings(job_timeout=2, poll_delay=0.05)
+
+#: A worker that refreshes its health key twice a second, so that it lapses 1.5 s after death.
+QuickHealthSettings = worker_settings(health_interval=0.5)

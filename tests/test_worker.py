@@ -4,8 +4,10 @@ Redis and databases: exactly-once records, isolation, retries, bad payloads, out
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
 import pickle
+import socket
 import time
 import uuid
 from typing import Any
@@ -23,8 +25,9 @@ from support import Rows, TcpProxy
 import abadges.worker
 from abadges import Award, Badge, BadgeAwarded, BadgeRegistry, ConfigurationError
 from abadges.jobs import JOB_NAME, MAX_JOB_BYTES, dumps
+from abadges.queue import obscure
 from abadges.testing import free_port
-from abadges.worker import worker_settings
+from abadges.worker import live_workers, worker_settings
 
 
 class SeenBadge(Badge):
@@ -65,7 +68,10 @@ async def drain(registry: BadgeRegistry, **overrides: Any) -> Worker:
     try:
         await worker.async_run()
     finally:
-        await worker.pool.aclose()
+        if worker._pool is not None:
+            # What Worker.close() would do, without its deprecated pool close() call.
+            await worker.pool.delete(worker.health_check_key)
+            await worker.pool.aclose()
     return worker
 
 
@@ -325,6 +331,7 @@ async def test_a_worker_gives_up_on_a_database_that_stays_down(
         database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/test",
         redis_url=redis_url,
     )
+    registry.register(SeenBadge)
     started = time.monotonic()
     with pytest.raises(OSError):
         await drain(registry)
@@ -373,29 +380,124 @@ async def test_startup_reports_a_broken_badge_module_as_it_is(
         await drain(registry)
 
 
-async def test_startup_warns_when_no_badge_is_registered(
-    database_url: str, redis_url: str, queue_name: str, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("modules", "message"),
+    [
+        (
+            "",
+            "The worker has no deferred badge to run: ABADGES_BADGES is not set. Set "
+            "ABADGES_BADGES to the comma-separated modules that register your badges, as the "
+            "app imports them.",
+        ),
+        (
+            "inline_badges",
+            "The worker has no deferred badge to run: the modules ABADGES_BADGES names "
+            "(inline_badges) register none. Set ABADGES_BADGES",
+        ),
+    ],
+)
+async def test_startup_refuses_a_worker_without_deferred_badges(
+    database_url: str,
+    redis_url: str,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    modules: str,
+    message: str,
+) -> None:
+    (tmp_path / "inline_badges.py").write_text(
+        "from abadges import Badge, BadgeAwarded, badges\n\n"
+        "@badges.register\n"
+        "class Inline(Badge):\n"
+        "    slug, levels, events = 'inline', ['Inline'], ['visited']\n"
+        "    def award(self, **state):\n"
+        "        return BadgeAwarded()\n"
+    )
+    monkeypatch.syspath_prepend(tmp_path)
+    registry = BadgeRegistry()
+    registry.configure(database_url=database_url, redis_url=redis_url, badges=modules)
+    with pytest.raises(ConfigurationError) as caught:
+        await drain(registry)
+    assert str(caught.value).startswith(message)
+    assert registry._store is None
+
+
+async def test_startup_refuses_the_default_database_file_when_it_is_missing(
+    redis_url: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ABADGES_DATABASE_URL", raising=False)
+    registry = BadgeRegistry()
+    registry.configure(redis_url=redis_url)
+    registry.register(SeenBadge)
+    with pytest.raises(ConfigurationError) as caught:
+        await drain(registry)
+    assert str(caught.value) == (
+        "The worker's database is the default sqlite+aiosqlite:///abadges.sqlite3, and "
+        f"{tmp_path / 'abadges.sqlite3'} does not exist: set ABADGES_DATABASE_URL to the "
+        "database the app records awards in."
+    )
+    assert not (tmp_path / "abadges.sqlite3").exists()
+
+
+async def test_startup_logs_what_the_worker_runs_on_without_passwords(
+    database_url: str, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = BadgeRegistry()
+    # A burst worker does not talk to Redis at start-up, so any password will do.
+    registry.configure(
+        database_url=database_url,
+        redis_url="redis://:s3cret@127.0.0.1:6379/0",
+        queue_name=queue_name,
+    )
+    registry.register(SeenBadge)
+    registry.register(VisitorBadge)
+    settings = worker_settings(registry, burst=True, handle_signals=False)
+    with caplog.at_level(logging.INFO, logger="abadges.worker"):
+        await settings["on_startup"]({})
+    await settings["on_shutdown"]({})
+    [line] = [r.getMessage() for r in caplog.records if r.name == "abadges.worker"]
+    assert line.startswith(f"abadges worker {os.getpid()} on {socket.gethostname()}: database ")
+    assert line.endswith(
+        f", Redis redis://:***@127.0.0.1:6379/0, queue {queue_name!r}, badge modules [], "
+        "deferred badges ['seen', 'visitor']."
+    )
+    assert "s3cret" not in line
+
+
+def test_the_password_of_a_url_is_obscured() -> None:
+    assert obscure("redis://:p%40ss@host:6379/0") == "redis://:***@host:6379/0"
+    assert (
+        obscure("postgresql+asyncpg://app:secret@db/app") == "postgresql+asyncpg://app:***@db/app"
+    )
+    assert obscure("redis://host:6379") == "redis://host:6379"
+
+
+async def test_the_hooks_wrap_the_users_own(
+    database_url: str, redis_url: str, queue_name: str
 ) -> None:
     registry = BadgeRegistry()
     registry.configure(database_url=database_url, redis_url=redis_url, queue_name=queue_name)
+    registry.register(SeenBadge)
     started: list[str] = []
 
     async def on_startup(ctx: dict[str, Any]) -> None:
+        assert registry._store is not None
         started.append("user startup")
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        assert registry._store is not None
         started.append("user shutdown")
 
+    client = redis.asyncio.Redis.from_url(redis_url)
     settings = worker_settings(registry, on_startup=on_startup, on_shutdown=on_shutdown)
-    with caplog.at_level(logging.WARNING, logger="abadges.worker"):
-        await settings["on_startup"]({})
-    assert "No badge is registered in this worker" in caplog.text
-    assert registry._store is not None
-    await settings["on_shutdown"]({})
-    assert started == ["user startup", "user shutdown"]
-    assert registry._store is None
-
-    plain = worker_settings(registry)
-    await plain["on_startup"]({})
-    await plain["on_shutdown"]({})
-    assert registry._store is None
+    ctx: dict[str, Any] = {"redis": client}
+    try:
+        await settings["on_startup"](ctx)
+        assert [w["pid"] for w in await live_workers(redis_url, queue_name)] == [os.getpid()]
+        await settings["on_shutdown"](ctx)
+        assert started == ["user startup", "user shutdown"]
+        assert registry._store is None
+        # The health key went with the worker.
+        assert await live_workers(redis_url, queue_name) == []
+    finally:
+        await client.aclose()

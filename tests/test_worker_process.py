@@ -9,6 +9,7 @@ import os
 import pathlib
 import pickle
 import signal
+import time
 from typing import Any
 
 import anyio
@@ -16,10 +17,11 @@ import anyio.abc
 import pytest
 import redis.asyncio
 from deferred_badges import AddictBadge, RegularBadge, VisitorBadge, record_visit
-from support import Rows, worker
+from support import Rows, stop, worker
 from test_worker import push
 
 from abadges import BadgeRegistry
+from abadges.worker import live_workers
 
 TESTS = pathlib.Path(__file__).parent
 
@@ -159,3 +161,101 @@ async def test_a_job_killed_midway_is_rerun_and_recorded_once(
         announced[user, slug] == 1 for user in ("u1", "u2", "u4") for slug in ("regular", "visitor")
     )
     assert "try=2" in log.read_text()
+
+
+async def wait_for_live(redis_url: str, queue_name: str, pids: set[int]) -> None:
+    """Wait until the live workers of the queue are exactly `pids`."""
+    with anyio.fail_after(20):
+        while {w["pid"] for w in await live_workers(redis_url, queue_name)} != pids:  # noqa: ASYNC110
+            await anyio.sleep(0.1)
+
+
+async def test_the_health_check_is_right_for_each_worker_process(
+    app: BadgeRegistry,
+    worker_env: dict[str, str],
+    redis_url: str,
+    queue_name: str,
+    tmp_path: pathlib.Path,
+) -> None:
+    settings = "deferred_worker.QuickHealthSettings"
+    async with (
+        worker(worker_env, tmp_path / "first.log", settings) as first,
+        worker(worker_env, tmp_path / "second.log", settings) as second,
+    ):
+        await wait_for_live(redis_url, queue_name, {first.pid, second.pid})
+        [live] = await live_workers(redis_url, queue_name, pid=second.pid)
+        assert (live["pid"], live["queue"]) == (second.pid, queue_name)
+
+        # One of two workers stops: the other is still live (arq's own check fails it).
+        await stop(first)
+        assert await live_workers(redis_url, queue_name, pid=first.pid) == []
+        await anyio.sleep(2)  # Longer than the health key lives unrefreshed.
+        assert [w["pid"] for w in await live_workers(redis_url, queue_name)] == [second.pid]
+
+        # The only worker left is killed: its check fails once its key lapses (1.5 s here),
+        # not an hour later.
+        second.send_signal(signal.SIGKILL)
+        await second.wait()
+        started = time.monotonic()
+        await wait_for_live(redis_url, queue_name, set())
+        assert time.monotonic() - started < 2
+
+
+BADGE_MODULE = """
+from abadges import Badge, BadgeAwarded, badges
+
+
+@badges.register
+class Seen(Badge):
+    slug, levels, events, deferred = "seen", ["Seen"], ["visited"], True
+
+    def award(self, **state):
+        return BadgeAwarded()
+"""
+NEW_BADGE = """
+
+@badges.register
+class Fresh(Badge):
+    slug, levels, events, deferred = "fresh", ["Fresh"], ["visited"], True
+
+    def award(self, **state):
+        return BadgeAwarded()
+"""
+
+
+async def test_a_job_for_a_badge_the_worker_lacks_waits_for_an_updated_worker(
+    registry: BadgeRegistry,
+    worker_env: dict[str, str],
+    redis_url: str,
+    queue_name: str,
+    stored_rows: Rows,
+    tmp_path: pathlib.Path,
+) -> None:
+    # The app is deployed with a new badge before the workers are.
+    (tmp_path / "badges_v1.py").write_text(BADGE_MODULE)
+    (tmp_path / "badges_v2.py").write_text(BADGE_MODULE + NEW_BADGE)
+    namespace: dict[str, Any] = {}
+    exec(
+        BADGE_MODULE.replace("@badges.register", "") + NEW_BADGE.replace("@badges.register", ""),
+        namespace,
+    )
+    registry.register(namespace["Seen"])
+    registry.register(namespace["Fresh"])
+    await registry.possibly_award_badge("visited", user="ana")
+
+    env = {**worker_env, "PYTHONPATH": f"{tmp_path}{os.pathsep}{worker_env['PYTHONPATH']}"}
+    old_log = tmp_path / "old.log"
+    async with worker({**env, "ABADGES_BADGES": "badges_v1"}, old_log):
+        with anyio.fail_after(20):
+            while "deploy skew" not in old_log.read_text():  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+    assert await stored_rows() == [("ana", "seen", 1)]
+    assert (
+        "names a badge this worker does not register (deploy skew: update the workers) "
+        "(try 1): BadgeNotRegisteredError: No badge with slug 'fresh' is registered"
+    ) in old_log.read_text()
+
+    async with worker({**env, "ABADGES_BADGES": "badges_v2"}, tmp_path / "new.log"):
+        with anyio.fail_after(30):
+            await wait_until_drained(redis_url, queue_name)
+    assert sorted(await stored_rows()) == [("ana", "fresh", 1), ("ana", "seen", 1)]
