@@ -1,6 +1,6 @@
 """Every Python example in README.md and docs/ (subdirectories included) runs as written, in a
 fresh directory on the default SQLite database, and prints exactly the ```text block that follows
-it, if any."""
+it, if any. The changelog page shows CHANGELOG.md, which has a section for this version."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import abadges
 
 ROOT = Path(__file__).parents[1]
 DOCS = ROOT / "docs"
@@ -71,3 +73,11 @@ def test_quickstart_second_run_congratulates_no_one(tmp_path: Path) -> None:
     second = run(code, tmp_path)
     assert second.stdout == "".join(output.splitlines(keepends=True)[2:])
     assert (tmp_path / "abadges.sqlite3").exists()
+
+
+def test_the_changelog_has_a_section_for_this_version() -> None:
+    # docs/changelog.md includes CHANGELOG.md (pymdownx.snippets), so the site shows this one.
+    assert (DOCS / "changelog.md").read_text() == '--8<-- "CHANGELOG.md"\n'
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert "\n## [Unreleased]\n" in changelog
+    assert f"\n## [{abadges.__version__}] - " in changelog, abadges.__version__

@@ -2,7 +2,7 @@
 PostgreSQL while workers drain a private Redis, a fault strikes during the run, and the awards
 table is compared with the reference computation once the queue is drained.
 
-Used by `test_load.py` (small, in CI) and `benchmarks/soak.py` (long, on demand).
+Used by `test_load.py` (small, in CI) and `soak.py` (long, on demand).
 """
 
 from __future__ import annotations

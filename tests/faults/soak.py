@@ -3,11 +3,14 @@ processes while workers drain it and every fault strikes again and again (worker
 Redis restarted, PostgreSQL connections terminated, PostgreSQL stopped), then the awards table
 is compared with the reference computation of the stream.
 
-    .venv/bin/python benchmarks/soak.py --events 30000 --apps 4 --workers 3
+    .venv/bin/python tests/faults/soak.py --events 30000 --apps 4 --workers 3
 
 It starts a private PostgreSQL cluster (Debian's server binaries; as root it runs them as the
 postgres user) and a private Redis with an append-only file, and removes both afterwards.
 Prints the figures as text and as a JSON line; exits 1 if an award was lost or duplicated.
+
+It lives beside the fault suite, whose harness it drives, but pytest does not collect it: its
+name does not match `test_*.py`, and it defines no tests (`test_soak.py` checks that it starts).
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import tempfile
 
 import anyio
 
-TESTS = pathlib.Path(__file__).resolve().parents[1] / "tests"
-sys.path[:0] = [str(TESTS / "faults"), str(TESTS)]
+# Run as a script, Python puts this directory (the harness) on sys.path; the harness also
+# imports `support` from tests/, which pytest puts there for the suite.
+sys.path.insert(1, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from harness import LoadRun, chaos  # noqa: E402
-from servers import PersistentRedis, PostgresServer, postgres_binaries  # noqa: E402
+from harness import LoadRun, chaos
+from servers import PersistentRedis, PostgresServer, postgres_binaries
 
 
 async def soak(args: argparse.Namespace) -> int:
