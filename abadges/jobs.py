@@ -101,7 +101,7 @@ class Job:
             largest = max(states, key=lambda slug: len(dumps(states[slug])))
             raise InvalidStateError(
                 f"The deferred state of event {event!r} is {size} bytes of JSON, over the "
-                f"{MAX_JOB_BYTES}-byte limit; the largest is badge {largest!r}'s. "
+                f"{MAX_JOB_BYTES}-byte limit; the largest is the state of badge {largest!r}. "
                 "Freeze identifiers, not whole objects."
             )
         return job
