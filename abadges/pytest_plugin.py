@@ -24,9 +24,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
+
+import abadges
+
+from .exceptions import NotConnectedError
+from .registry import BadgeRegistry
+from .testing import RedisServer
 
 try:
     import pytest_asyncio
@@ -35,21 +41,12 @@ except ImportError:
 else:
     HAVE_PYTEST_ASYNCIO = True
 
-if TYPE_CHECKING:
-    from .registry import BadgeRegistry
-    from .testing import RedisServer
-
-# abadges itself is imported in the fixtures, not here: pytest imports this module at the start
-# of every run in the environment, most of which never use a badge.
-
 
 @pytest.fixture
 def abadges_app_registry() -> BadgeRegistry:
     """The registry that `abadges_registry` and `abadges_redis_registry` connect:
     `abadges.badges`. Override this fixture to test another `BadgeRegistry`."""
-    from . import badges
-
-    return badges
+    return abadges.badges
 
 
 @pytest.fixture
@@ -65,8 +62,6 @@ async def _connected(
 ) -> AsyncIterator[BadgeRegistry]:
     """`registry` configured with `settings`, connected and migrated; disconnected and its
     settings restored on exit."""
-    from .exceptions import NotConnectedError
-
     try:
         registry.database  # noqa: B018
     except NotConnectedError:
@@ -127,8 +122,6 @@ async def abadges_registry(
 async def abadges_redis_server() -> AsyncIterator[RedisServer]:
     """A private `redis-server` on a free 127.0.0.1 port, for this test only: the test may
     `stop()` and `start()` it. See `abadges.testing.RedisServer`."""
-    from .testing import RedisServer
-
     async with RedisServer() as server:
         yield server
 
