@@ -342,7 +342,7 @@ def test_a_run_where_pytest_asyncio_cannot_be_imported_loads_the_plugin(
 
 
 def test_the_testing_page_is_a_test_suite_that_passes(
-    pytester: pytest.Pytester, default_registry: BadgeRegistry
+    pytester: pytest.Pytester, default_registry: BadgeRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Each block of docs/testing.md that starts with a file name comment, such as
     # `# test_badges.py`, is that file of a small project: written out, it passes.
@@ -361,6 +361,8 @@ def test_the_testing_page_is_a_test_suite_that_passes(
     ]
     for name, text in files.items():
         pytester.path.joinpath(name).write_text(text)
+        # This suite's own test_worker module must not stand in for the page's.
+        monkeypatch.delitem(sys.modules, name.removesuffix(".py"), raising=False)
     tests = sum(text.count("\nasync def test_") for text in files.values())
     assert tests == 6
     result = pytester.runpytest("-W", "error")
