@@ -8,7 +8,7 @@ import dataclasses
 import datetime
 import logging
 import types
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, TypeVar
 
 import anyio
@@ -318,6 +318,25 @@ class BadgeRegistry:
         if badge is None or not 1 <= level <= len(badge.levels):
             return None
         return badge.detail(level)
+
+    # Settings for a while -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def configured(self, **overrides: Any) -> Iterator[BadgeRegistry]:
+        """`configure(**overrides)` for the length of a `with` block: on exit, even by an
+        exception, the settings configured before the block are back.
+
+        Like `configure()`, it needs the registry disconnected. Disconnect inside the block: a
+        connection still open at its end keeps the settings it was opened with, and the restored
+        ones apply from the next `connect()`. The pytest plugin's fixtures use it to connect
+        `abadges.badges` to a scratch database for one test.
+        """
+        previous = dict(self._overrides)
+        self.configure(**overrides)
+        try:
+            yield self
+        finally:
+            self._overrides = previous
 
 
 def _forced_timestamp(force_timestamp: object) -> datetime.datetime | None:

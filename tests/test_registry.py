@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import pathlib
 import uuid
 from typing import Any
 
@@ -394,3 +395,59 @@ async def test_configure_refuses_unknown_settings_and_a_live_connection(
         "the settings are ['badges', 'database_url', 'queue', 'queue_name', 'redis_url', "
         "'user_id', 'user_loader']."
     )
+
+
+# configured(): settings for the length of a block ---------------------------------------------
+
+
+async def test_configured_restores_the_settings_before_it(tmp_path: pathlib.Path) -> None:
+    registry = BadgeRegistry()
+    registry.configure(queue_name="app:queue")
+    before = registry.settings
+    url = f"sqlite+aiosqlite:///{tmp_path / 'scratch.sqlite3'}"
+    with registry.configured(database_url=url, queue="inline") as configured:
+        assert configured is registry
+        assert (registry.settings.database_url, registry.settings.queue) == (url, "inline")
+        assert registry.settings.queue_name == "app:queue"  # Earlier settings still apply.
+        with registry.configured(queue_name="inner"):
+            assert registry.settings.queue_name == "inner"
+        assert registry.settings.queue_name == "app:queue"
+        async with registry.lifespan():
+            await registry.migrate()
+            assert registry.settings.database_url == url
+    assert registry.settings == before
+    with pytest.raises(KeyError), registry.configured(queue="inline"):
+        raise KeyError("boom")
+    assert registry.settings == before
+
+
+async def test_configured_refuses_what_configure_refuses_and_changes_nothing(
+    tmp_path: pathlib.Path,
+) -> None:
+    registry = BadgeRegistry()
+    before = registry.settings
+    with pytest.raises(ConfigurationError, match=r"unknown setting\(s\) \['databse_url'\]"):
+        with registry.configured(databse_url="sqlite://"):
+            pass
+    assert registry.settings == before
+    registry.configure(database_url=f"sqlite+aiosqlite:///{tmp_path / 'app.sqlite3'}")
+    async with registry.lifespan():
+        with pytest.raises(ConfigurationError, match=r"disconnect first"):
+            with registry.configured(queue="inline"):
+                pass
+    assert registry.settings.queue == "redis"
+
+
+async def test_a_connection_left_open_keeps_its_settings_until_it_closes(
+    tmp_path: pathlib.Path,
+) -> None:
+    registry = BadgeRegistry()
+    before = registry.settings
+    url = f"sqlite+aiosqlite:///{tmp_path / 'scratch.sqlite3'}"
+    with registry.configured(database_url=url):
+        await registry.connect()
+    try:
+        assert registry.settings.database_url == url
+    finally:
+        await registry.disconnect()
+    assert registry.settings == before
