@@ -46,11 +46,12 @@ class JobQueue:
         """
         now = int(time.time() * 1000)
         data = serialize_job(JOB_NAME, (job.to_payload(),), {}, None, now, serializer=dumps)
+        job_id = self.job_id(job)
         try:
             with anyio.fail_after(ENQUEUE_TIMEOUT):
                 async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.psetex(job_key_prefix + job.key, expires_extra_ms, data)
-                    pipe.zadd(self.queue_name, {job.key: now}, nx=True)
+                    pipe.psetex(job_key_prefix + job_id, expires_extra_ms, data)
+                    pipe.zadd(self.queue_name, {job_id: now}, nx=True)
                     _, added = await pipe.execute()
         except (OSError, RedisError) as exc:  # TimeoutError is an OSError.
             raise QueueUnavailableError(
@@ -60,7 +61,17 @@ class JobQueue:
             ) from exc
         if not added:
             # A call retried with the same event_key while its first job is still queued.
-            logger.debug("Job %s of event %r is queued already.", job.key, job.event)
+            logger.debug("Job %s of event %r is queued already.", job_id, job.event)
+
+    def job_id(self, job: Job) -> str:
+        """The arq job id of `job` in this queue.
+
+        arq's keys of a job (`arq:job:<id>`, `arq:in-progress:<id>`, `arq:retry:<id>`) are
+        global to the Redis database, whatever the queue: the queue name in the id keeps two
+        apps (or registries) that share a Redis from taking each other's jobs when the same
+        event, user and `event_key` give them the same key.
+        """
+        return f"{self.queue_name}:{job.key}"
 
     async def close(self) -> None:
         await self._redis.aclose()

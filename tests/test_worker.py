@@ -128,6 +128,51 @@ async def test_a_job_that_runs_twice_records_its_awards_once(
     assert len(announced) == 3
 
 
+class EchoBadge(Badge):
+    """Level 1 for state frozen on site "a", level 2 on any other."""
+
+    slug = "echo"
+    levels = ["A", "B"]
+    events = ["visited"]
+    deferred = True
+
+    def freeze(self, **state: Any) -> dict[str, Any]:
+        return {"site": state["site"]}
+
+    def award(self, **state: Any) -> BadgeAwarded:
+        return BadgeAwarded(level=1 if state["site"] == "a" else 2)
+
+
+async def test_two_queues_on_one_redis_never_take_each_others_jobs(
+    registry: BadgeRegistry,
+    redis_url: str,
+    queue_name: str,
+    stored_rows: Rows,
+    tmp_path: pathlib.Path,
+) -> None:
+    # Two sites share a Redis, each with its queue and its database; the same event, user and
+    # event_key give their jobs the same key.
+    registry.register(EchoBadge)
+    other = BadgeRegistry()
+    other.configure(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'other.sqlite3'}",
+        redis_url=redis_url,
+        queue_name=f"{queue_name}:other",
+    )
+    other.register(EchoBadge)
+    async with other.lifespan():
+        await other.migrate()
+        await registry.possibly_award_badge("visited", user="ana", site="a", event_key="1001")
+        await other.possibly_award_badge("visited", user="ana", site="b", event_key="1001")
+        [mine] = await queued_ids(redis_url, queue_name)
+        [theirs] = await queued_ids(redis_url, f"{queue_name}:other")
+        assert mine != theirs
+        assert (await drain(registry)).jobs_complete == 1
+        assert (await drain(other)).jobs_complete == 1
+        assert [(a.slug, a.level) for a in await other.awards_for("ana")] == [("echo", 2)]
+    assert await stored_rows() == [("ana", "echo", 1)]
+
+
 async def test_a_retried_event_key_queues_one_job_and_records_once(
     registry: BadgeRegistry,
     redis_url: str,
@@ -289,7 +334,8 @@ async def test_a_database_outage_is_retried_until_the_database_returns(
         proxy, registry = await behind_a_proxy(task_group, database_url, redis_url, queue_name)
         async with registry.lifespan():
             await registry.create_tables()
-            await registry.possibly_award_badge("visited", user="ana")
+            # A user of its own: this test does not clear the table other tests write to.
+            await registry.possibly_award_badge("visited", user="outage")
             proxy.stop()
             task_group.start_soon(start_later, proxy)
             with caplog.at_level(logging.WARNING, logger="abadges.worker"):
@@ -297,7 +343,7 @@ async def test_a_database_outage_is_retried_until_the_database_returns(
             assert worker.jobs_complete == 1
             assert worker.jobs_retried >= 1
             assert "hit a connection error (try 1)" in caplog.text
-            assert [a.slug for a in await registry.awards_for("ana")] == ["visitor"]
+            assert [a.slug for a in await registry.awards_for("outage")] == ["visitor"]
         proxy.stop()
 
 
