@@ -218,7 +218,7 @@ class BadgeRegistry:
         outcome.errors += errors
         if frozen:
             try:
-                outcome.add(await self._defer(Job.create(event, user_id, forced_at, frozen, key)))
+                outcome.add(await self._defer(Job.create(event, user_id, awarded_at, frozen, key)))
             except Exception as exc:
                 outcome.errors.append(exc)
         return outcome.result(event)

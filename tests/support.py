@@ -7,13 +7,15 @@ import pathlib
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
 import pytest
+from arq.connections import ArqRedis
 
 from abadges import BadgeErrorGroup
+from abadges.jobs import JOB_NAME, loads
 from abadges.testing import free_port
 
 E = TypeVar("E", bound=BaseException)
@@ -102,3 +104,15 @@ def only_error(caught: pytest.ExceptionInfo[BadgeErrorGroup], kind: type[E]) -> 
     [error] = caught.value.exceptions
     assert isinstance(error, kind), error
     return error
+
+
+async def queued_payloads(redis_url: str, queue_name: str) -> list[Any]:
+    """The payloads of the abadges jobs waiting in the queue, oldest first."""
+    redis = ArqRedis.from_url(redis_url)
+    redis.job_deserializer = loads
+    try:
+        jobs = await redis.queued_jobs(queue_name=queue_name)
+    finally:
+        await redis.aclose()
+    assert {job.function for job in jobs} <= {JOB_NAME}
+    return [job.args[0] for job in jobs]

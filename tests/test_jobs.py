@@ -14,9 +14,8 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
-from arq.connections import ArqRedis
 from deferred_badges import AddictBadge, RegularBadge, VisitorBadge, record_visit
-from support import Rows, only_error
+from support import Rows, only_error, queued_payloads
 
 from abadges import (
     AbadgesError,
@@ -30,7 +29,7 @@ from abadges import (
     QueueUnavailableError,
     UserRef,
 )
-from abadges.jobs import JOB_NAME, MAX_JOB_BYTES, Job, dumps, loads
+from abadges.jobs import MAX_JOB_BYTES, Job, dumps, loads
 from abadges.testing import RedisServer
 
 WHEN = datetime.datetime(2024, 5, 1, 12, tzinfo=datetime.UTC)
@@ -65,17 +64,6 @@ def state_dir(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathli
     monkeypatch.setenv("ABADGES_TEST_TODAY", "2024-05-07")
     StateBadge.seen = []
     return tmp_path
-
-
-async def queued_payloads(redis_url: str, queue_name: str) -> list[Any]:
-    redis = ArqRedis.from_url(redis_url)
-    redis.job_deserializer = loads
-    try:
-        jobs = await redis.queued_jobs(queue_name=queue_name)
-    finally:
-        await redis.aclose()
-    assert {job.function for job in jobs} <= {JOB_NAME}
-    return [job.args[0] for job in jobs]
 
 
 # The codec -------------------------------------------------------------------------------------
@@ -184,7 +172,7 @@ async def test_an_event_costs_one_job_for_all_its_deferred_badges(
         "key": payload["key"],
         "event": "visited",
         "user": "ana",
-        "at": None,
+        "at": payload["at"],
         "badges": {
             "addict": {"source": source, "day": "2024-05-07"},
             "visitor": {"source": source},

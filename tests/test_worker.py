@@ -3,6 +3,7 @@ Redis and databases: exactly-once records, isolation, retries, bad payloads, out
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import pathlib
@@ -20,7 +21,7 @@ import redis.asyncio
 from arq.constants import job_key_prefix
 from arq.worker import Worker
 from deferred_badges import VisitorBadge
-from support import Rows, TcpProxy
+from support import Rows, TcpProxy, queued_payloads
 
 import abadges.worker
 from abadges import Award, Badge, BadgeAwarded, BadgeRegistry, ConfigurationError
@@ -141,6 +142,21 @@ class EchoBadge(Badge):
 
     def award(self, **state: Any) -> BadgeAwarded:
         return BadgeAwarded(level=1 if state["site"] == "a" else 2)
+
+
+async def test_a_deferred_award_is_dated_when_its_event_happened(
+    registry: BadgeRegistry, redis_url: str, queue_name: str
+) -> None:
+    registry.register(SeenBadge)
+    before = datetime.datetime.now(datetime.UTC)
+    await registry.possibly_award_badge("visited", user="ana")
+    after = datetime.datetime.now(datetime.UTC)
+    [payload] = await queued_payloads(redis_url, queue_name)
+    await anyio.sleep(0.3)  # A backlog: the worker runs the job later.
+    await drain(registry)
+    [award] = await registry.awards_for("ana")
+    assert before <= award.awarded_at <= after
+    assert payload["at"] == award.awarded_at.isoformat()
 
 
 async def test_two_queues_on_one_redis_never_take_each_others_jobs(
