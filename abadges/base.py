@@ -13,6 +13,8 @@ __all__ = ["Badge", "BadgeAwarded", "BadgeDetail"]
 
 #: Longest slug the awards table can hold.
 MAX_SLUG_LENGTH = 100
+#: Most levels a badge may have: the awards table stores a level in a SMALLINT.
+MAX_LEVELS = 32_767
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +143,10 @@ def check_definition(cls: object) -> None:
             f"{name}.slug is {len(slug)} characters long; the limit is {MAX_SLUG_LENGTH}."
         )
     _check_list(name, "levels", cls.levels, (str, BadgeDetail))
+    if len(cls.levels) > MAX_LEVELS:
+        raise BadgeDefinitionError(
+            f"{name}.levels has {len(cls.levels)} levels; the limit is {MAX_LEVELS}."
+        )
     _check_list(name, "events", cls.events, (str,))
     for attribute in ("multiple", "deferred"):
         value = getattr(cls, attribute)

@@ -167,6 +167,10 @@ def test_get_badge_unknown_slug() -> None:
         ({"levels": []}, "ExampleBadge.levels must be a non-empty list of str or BadgeDetail"),
         ({"levels": "Gold"}, "ExampleBadge.levels must be a non-empty list of str or BadgeDetail"),
         ({"levels": [1]}, "ExampleBadge.levels must hold non-empty str or BadgeDetail items"),
+        (
+            {"levels": [f"L{n}" for n in range(32_768)]},
+            "ExampleBadge.levels has 32768 levels; the limit is 32767.",
+        ),
         ({"events": []}, "ExampleBadge.events must be a non-empty list of str; got []."),
         ({"events": "points"}, "ExampleBadge.events must be a non-empty list of str"),
         ({"events": [""]}, "ExampleBadge.events must hold non-empty str items; got ''."),
