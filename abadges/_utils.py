@@ -3,6 +3,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import re
 from collections.abc import Awaitable
 from types import ModuleType
 from typing import Any, TypeVar
@@ -63,3 +64,26 @@ def shorten(value: object, limit: int = 80) -> str:
     """`repr(value)`, cut to `limit` characters: messages quote values, never whole payloads."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+#: Query parameters that carry a secret in database and Redis URLs.
+SECRET_PARAMETERS = re.compile(r"(?i)([?&](?:password|passwd|pwd|pass|secret|token)=)[^&#]*")
+
+
+def obscure(url: object) -> str:
+    """`url` for messages and logs: its password, and any password in its query, replaced by
+    `***`. Whatever stands between the scheme and the last `@` is treated as a secret, so a
+    malformed URL ("redis:/:pw@host") does not show it either; a well-formed user name stays.
+    """
+    text = SECRET_PARAMETERS.sub(r"\1***", str(url))
+    if "@" not in text:
+        return text
+    head, _, host = text.rpartition("@")
+    scheme, separator, userinfo = head.partition("://")
+    if not separator:
+        scheme, separator, userinfo = head.partition(":")
+    if not separator:
+        return f"***@{host}"
+    user, colon, _ = userinfo.partition(":")
+    well_formed = colon and not any(char in userinfo for char in "/@")
+    return f"{scheme}{separator}{user if well_formed else ''}{':' if colon else ''}***@{host}"

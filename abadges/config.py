@@ -7,6 +7,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
+from ._utils import obscure
 from .exceptions import ConfigurationError
 from .users import UserIdFunction, default_user_id
 
@@ -30,7 +31,7 @@ ENVIRONMENT = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class Settings:
     """What a `BadgeRegistry` connects to, and how it identifies and loads users."""
 
@@ -72,7 +73,8 @@ class Settings:
             raise ConfigurationError(f"queue must be one of {list(QUEUES)}; got {self.queue!r}.")
         if not isinstance(self.redis_url, str) or not self.redis_url.startswith(REDIS_SCHEMES):
             raise ConfigurationError(
-                f"redis_url must start with one of {list(REDIS_SCHEMES)}; got {self.redis_url!r}."
+                f"redis_url must start with one of {list(REDIS_SCHEMES)}; "
+                f"got {obscure(self.redis_url)!r}."
             )
         if not isinstance(self.queue_name, str) or not self.queue_name:
             raise ConfigurationError(
@@ -84,6 +86,17 @@ class Settings:
         if not all(isinstance(module, str) for module in badges):
             raise ConfigurationError(f"badges must be module names; got {self.badges!r}.")
         object.__setattr__(self, "badges", tuple(m.strip() for m in badges if m.strip()))
+
+    def __repr__(self) -> str:
+        # Settings end up in logs and tracebacks: never with the passwords of their URLs.
+        fields = ", ".join(
+            f"{field.name}={obscure(value)!r}"
+            if field.name in ("database_url", "redis_url")
+            else f"{field.name}={value!r}"
+            for field in dataclasses.fields(self)
+            for value in [getattr(self, field.name)]
+        )
+        return f"Settings({fields})"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
-import urllib.parse
 
 import anyio
 import redis.asyncio
 from arq.constants import expires_extra_ms, job_key_prefix
 from arq.jobs import serialize_job
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._utils import obscure
 from .exceptions import QueueUnavailableError
 from .jobs import JOB_NAME, Job, dumps
 
@@ -54,9 +57,12 @@ class JobQueue:
                     pipe.zadd(self.queue_name, {job_id: now}, nx=True)
                     _, added = await pipe.execute()
         except (OSError, RedisError) as exc:  # TimeoutError is an OSError.
+            unreachable = isinstance(exc, OSError | RedisConnectionError | RedisTimeoutError)
+            what = f"did not take the job of event {job.event!r} within {ENQUEUE_TIMEOUT:g}s"
+            if not unreachable:  # Redis answered: out of memory, read-only replica, ...
+                what = f"refused the job of event {job.event!r}"
             raise QueueUnavailableError(
-                f"Redis at {obscure(self.redis_url)} did not take the job of event "
-                f"{job.event!r} within {ENQUEUE_TIMEOUT:g}s ({type(exc).__name__}: {exc}); "
+                f"Redis at {obscure(self.redis_url)} {what} ({describe(exc)}); "
                 f"deferred badges {sorted(job.states)} were not queued."
             ) from exc
         if not added:
@@ -77,9 +83,18 @@ class JobQueue:
         await self._redis.aclose()
 
 
-def obscure(url: str) -> str:
-    """`url` with its password, if any, replaced by `***`."""
-    parts = urllib.parse.urlsplit(url)
-    if not parts.password:
-        return url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+#: redis-py prefixes the error of a pipelined command with the command and its arguments: the
+#: job's payload, with the user's frozen state.
+PIPELINE_ERROR = re.compile(
+    r"^Command # \d+ \(.*\) of pipeline caused error: \((['\"])(?P<error>.*)\1,?\)$", re.DOTALL
+)
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message` of a Redis error, without the command text redis-py puts in front of a
+    pipelined command's error, and at most 200 characters: never a job's payload."""
+    message = str(exc)
+    if match := PIPELINE_ERROR.match(message):
+        message = match["error"]
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= 200 else f"{text[:197]}..."

@@ -38,11 +38,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import badges
-from ._utils import import_module
+from ._utils import import_module, obscure
 from .config import Settings as AbadgesSettings
 from .exceptions import BadgeErrorGroup, BadgeNotRegisteredError, ConfigurationError, is_transient
 from .jobs import JOB_NAME, dumps, loads
-from .queue import obscure
 from .registry import BadgeRegistry
 
 __all__ = [

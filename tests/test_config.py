@@ -70,3 +70,29 @@ async def test_connect_twice_keeps_one_connection(tmp_path: Path) -> None:
         assert registry._connected_store() is store
     await registry.disconnect()
     assert registry._store is None
+
+
+SECRET = "p@ss/w:rd+="
+
+
+def test_the_repr_of_settings_shows_no_password() -> None:
+    quoted = "p%40ss%2Fw%3Ard%2B%3D"
+    settings = Settings(
+        database_url=f"postgresql+asyncpg://app:{quoted}@db/app",
+        redis_url=f"rediss://:{quoted}@cache:6380/0?password={quoted}&ssl_cert_reqs=none",
+    )
+    text = repr(settings)
+    assert quoted not in text
+    assert "database_url='postgresql+asyncpg://app:***@db/app'" in text
+    assert "redis_url='rediss://:***@cache:6380/0?password=***&ssl_cert_reqs=none'" in text
+
+
+@pytest.mark.parametrize(
+    "url", [f"redis:/:{SECRET}@cache", f"http://:{SECRET}@cache", f"cache?password={SECRET}"]
+)
+def test_a_malformed_redis_url_is_refused_without_its_password(url: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings(redis_url=url)
+    message = str(caught.value)
+    assert message.startswith("redis_url must start with one of ['redis://', 'rediss://', ")
+    assert "w:rd" not in message

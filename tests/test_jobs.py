@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
+import redis.asyncio
 from deferred_badges import AddictBadge, RegularBadge, VisitorBadge, record_visit
 from support import Rows, only_error, queued_payloads
 
@@ -30,7 +31,7 @@ from abadges import (
     UserRef,
 )
 from abadges.jobs import MAX_JOB_BYTES, Job, dumps, loads
-from abadges.testing import RedisServer
+from abadges.testing import RedisServer, free_port
 
 WHEN = datetime.datetime(2024, 5, 1, 12, tzinfo=datetime.UTC)
 
@@ -363,6 +364,44 @@ async def test_redis_down_and_a_failing_badge_raise_one_group_that_except_star_s
     assert str(caught.value) == "2 badges failed on event 'visited' (2 sub-exceptions)"
 
 
+async def test_a_full_redis_is_named_as_the_cause_without_the_payload(
+    outage_registry: BadgeRegistry, redis_server: RedisServer, queue_name: str
+) -> None:
+    outage_registry.register(StateBadge)
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        await client.config_set("maxmemory-policy", "noeviction")
+        await client.config_set("maxmemory", 1)  # Every write is refused.
+        with pytest.raises(BadgeErrorGroup) as caught:
+            await outage_registry.possibly_award_badge("visited", user="ana", note="x" * 5000)
+    finally:
+        await client.config_set("maxmemory", 0)
+        await client.aclose()
+    message = str(only_error(caught, QueueUnavailableError))
+    assert message == (
+        f"Redis at {redis_server.url} refused the job of event 'visited' (OutOfMemoryError: "
+        "command not allowed when used memory > 'maxmemory'.); deferred badges "
+        "['state', 'visitor'] were not queued."
+    )
+    assert "xxx" not in message
+
+
+async def test_a_password_in_the_query_is_not_shown(database_url: str, queue_name: str) -> None:
+    registry = BadgeRegistry()
+    registry.configure(
+        database_url=database_url,
+        redis_url=f"redis://127.0.0.1:{free_port()}/0?password=s3cret",
+        queue_name=queue_name,
+    )
+    registry.register(VisitorBadge)
+    async with registry.lifespan():
+        with pytest.raises(BadgeErrorGroup) as caught:
+            await registry.possibly_award_badge("visited", user="ana")
+    message = str(only_error(caught, QueueUnavailableError))
+    assert "?password=*** did not take the job" in message
+    assert "s3cret" not in message
+
+
 async def test_a_silent_redis_fails_within_a_second(database_url: str, queue_name: str) -> None:
     async def never_answer(stream: anyio.abc.SocketStream) -> None:
         async with stream:
@@ -385,7 +424,7 @@ async def test_a_silent_redis_fails_within_a_second(database_url: str, queue_nam
         assert 0.9 < time.monotonic() - started < 1.5
         error = str(only_error(caught, QueueUnavailableError))
         assert f"Redis at redis://:***@127.0.0.1:{port}/0 did not take" in error
-        assert "within 1s (TimeoutError: " in error
+        assert "within 1s (TimeoutError); deferred badges" in error
         task_group.cancel_scope.cancel()
 
 
