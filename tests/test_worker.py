@@ -25,8 +25,8 @@ from support import Rows, TcpProxy, queued_payloads
 
 import abadges.worker
 from abadges import Award, Badge, BadgeAwarded, BadgeRegistry, ConfigurationError
+from abadges._utils import obscure
 from abadges.jobs import JOB_NAME, MAX_JOB_BYTES, dumps
-from abadges.queue import obscure
 from abadges.testing import free_port
 from abadges.worker import live_workers, worker_settings
 
