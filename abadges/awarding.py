@@ -20,6 +20,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import anyio
+
 from ._utils import maybe_await, shorten
 from .awards import Award
 from .base import Badge
@@ -166,7 +168,19 @@ class AwardFlow:
         return outcome
 
     async def record(self, new_awards: Sequence[NewAward]) -> list[Award]:
-        """Insert the awards that are new, then announce those to the `on_award` callbacks."""
+        """Insert the awards that are new, then announce those to the `on_award` callbacks.
+
+        Shielded from cancellation as one step: a call cancelled (a request timeout, a client
+        that went away) once its insert is on its way finishes the insert and the callbacks
+        before the cancellation takes effect, so no committed award goes unannounced.
+        """
+        if not new_awards:
+            return []
+        with anyio.CancelScope(shield=True):
+            recorded = await self._record(new_awards)
+        return recorded
+
+    async def _record(self, new_awards: Sequence[NewAward]) -> list[Award]:
         recorded = await self.store.insert(new_awards)
         for award in recorded:
             for callback in self._callbacks:

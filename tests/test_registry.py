@@ -4,6 +4,7 @@ import dataclasses
 import datetime
 import logging
 import pathlib
+import random
 import uuid
 from typing import Any
 
@@ -451,3 +452,29 @@ async def test_a_connection_left_open_keeps_its_settings_until_it_closes(
     finally:
         await registry.disconnect()
     assert registry.settings == before
+
+
+async def test_a_cancelled_call_never_commits_an_award_it_does_not_announce(
+    registry: BadgeRegistry,
+) -> None:
+    # What request timeouts and clients that go away do: calls cancelled at random points.
+    @registry.register
+    class SlowVisitBadge(VisitBadge):
+        async def award(self, **state: Any) -> BadgeAwarded:
+            await anyio.sleep(0.001)
+            return BadgeAwarded()
+
+    announced: list[int] = []
+
+    @registry.on_award
+    async def announce(award: Award) -> None:
+        await anyio.lowlevel.checkpoint()
+        announced.append(award.id)
+
+    randomness = random.Random(7)
+    for _ in range(300):
+        with anyio.move_on_after(randomness.uniform(0, 0.003)):
+            await registry.possibly_award_badge("visited", user="ana")
+    stored = [award.id for award in await registry.holders("visit", limit=1000)]
+    assert 0 < len(stored) < 300  # Some calls were cut short before recording, some not.
+    assert sorted(announced) == sorted(stored)
