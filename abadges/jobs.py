@@ -161,13 +161,14 @@ def _timestamp(value: object) -> datetime.datetime | None:
         return None
     try:
         timestamp = datetime.datetime.fromisoformat(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        timestamp = None
-    if timestamp is None or timestamp.utcoffset() is None:
-        raise InvalidJobError(
-            f"Job timestamp must be null or an ISO 8601 time with its offset; got {shorten(value)}."
-        )
-    return timestamp.astimezone(datetime.UTC)
+        if timestamp.utcoffset() is not None:
+            return timestamp.astimezone(datetime.UTC)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: past year 9999 in UTC.
+        pass
+    raise InvalidJobError(
+        "Job timestamp must be null or an ISO 8601 time with its offset, within the years 1 to "
+        f"9999 in UTC; got {shorten(value)}."
+    )
 
 
 # The state a deferred badge freezes ---------------------------------------------------------

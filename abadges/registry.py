@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import anyio
 import databases
 
-from ._utils import import_from_string, maybe_await
+from ._utils import import_from_string, maybe_await, shorten
 from .awarding import AwardCallback, AwardFlow, Outcome, event_award_key, freeze
 from .awards import Award
 from .base import Badge, BadgeDetail, check_definition
@@ -32,6 +32,9 @@ from .storage import AwardStore
 from .users import UserRef, identify, identify_known
 
 logger = logging.getLogger("abadges")
+
+#: Largest `limit` and `offset` of a query: the largest integer SQLite and PostgreSQL take there.
+MAX_ROWS = 2**63 - 1
 
 BadgeClass = TypeVar("BadgeClass", bound=type[Badge])
 Callback = TypeVar("Callback", bound=AwardCallback)
@@ -87,10 +90,13 @@ class BadgeRegistry:
         """The registered badge with this slug; `BadgeNotRegisteredError` if there is none."""
         try:
             return self._badges[slug]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: an unhashable "slug", a list say.
+            # At most ten slugs are listed: a poison job naming thousands of unknown badges
+            # must not make thousands of messages listing thousands of slugs.
+            known = sorted(self._badges)
+            listed = f"{known[:10]}" + (f" and {len(known) - 10} more" if len(known) > 10 else "")
             raise BadgeNotRegisteredError(
-                f"No badge with slug {slug!r} is registered; "
-                f"registered slugs: {sorted(self._badges)}."
+                f"No badge with slug {shorten(slug)} is registered; registered slugs: {listed}."
             ) from None
 
     def on_award(self, callback: Callback) -> Callback:
@@ -273,8 +279,11 @@ class BadgeRegistry:
         """The awards of badge `slug` (of `level`, if given), newest first, a page at a time."""
         self._check_badge(slug, level)
         for name, value in (("limit", limit), ("offset", offset)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"holders() {name} must be a whole number >= 0; got {value!r}.")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ROWS:
+                raise ValueError(
+                    f"holders() {name} must be a whole number from 0 to {MAX_ROWS}; "
+                    f"got {shorten(value)}."
+                )
         return await self._connected_store().holders(slug, level, limit, offset)
 
     async def award_counts(self) -> dict[str, dict[int, int]]:
@@ -347,4 +356,9 @@ def _forced_timestamp(force_timestamp: object) -> datetime.datetime | None:
             f"force_timestamp must be a timezone-aware datetime; got {force_timestamp!r}. "
             "Pass e.g. datetime(2024, 5, 1, tzinfo=timezone.utc)."
         )
-    return force_timestamp.astimezone(datetime.UTC)
+    try:
+        return force_timestamp.astimezone(datetime.UTC)
+    except OverflowError:
+        raise InvalidStateError(
+            f"force_timestamp {force_timestamp!r} is outside the years 1 to 9999 once in UTC."
+        ) from None

@@ -41,7 +41,13 @@ def identify(user: Any, user_id: UserIdFunction) -> str:
             f"The user {user!r} has no usable identity: user_id() gave {value!r}; "
             "expected a str, int or UUID. Configure user_id= to say how to identify users."
         )
-    identity = str(value)
+    try:
+        identity = str(value)
+    except ValueError:  # An int of over 4,300 digits, which Python refuses to print.
+        raise InvalidStateError(
+            f"The user identity is an int of over 4,300 digits; an identity has 1 to "
+            f"{MAX_USER_ID_LENGTH} characters."
+        ) from None
     if not identity or len(identity) > MAX_USER_ID_LENGTH or not storable(identity):
         raise InvalidStateError(
             f"The user identity {identity[:80]!r} is not storable: it must have 1 to "

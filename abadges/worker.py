@@ -72,6 +72,8 @@ HEALTH_INTERVAL = 5
 """Seconds between two refreshes of a worker's health key (see `live_workers()`). The key lives
 three intervals unless refreshed: a worker that died, or whose event loop has been stuck that
 long (15 s by default), is no longer live."""
+LOGGED = 10
+"""At most how many failed badges of one job the worker logs one by one."""
 #: The keys of the registry and of the heartbeat task in arq's `ctx`.
 REGISTRY = "abadges_registry"
 HEARTBEAT = "abadges_heartbeat"
@@ -309,21 +311,14 @@ async def award(ctx: dict[str, Any], payload: object) -> int:
         if is_transient(exc):
             raise _retry(job_id, job_try, exc, "hit a connection error") from exc
         raise
-    retry: Retry | None = None
-    for error in failures.exceptions:
-        if is_transient(error):
-            retry = _retry(job_id, job_try, error, "hit a connection error")
-            continue
-        if isinstance(error, BadgeNotRegisteredError):
-            # Deploy skew: the app runs a newer version whose badge this worker lacks. Waiting
-            # lets an updated worker take the job; the backoff bounds the wait (about 4 min).
-            retry = _retry(
-                job_id,
-                job_try,
-                error,
-                "names a badge this worker does not register (deploy skew: update the workers)",
-            )
-            continue
+    # Each kind of failure is logged for at most LOGGED badges: a poison job naming thousands
+    # of badges makes a few log lines, not thousands of tracebacks.
+    skew: list[Exception] = [
+        e for e in failures.exceptions if isinstance(e, BadgeNotRegisteredError)
+    ]
+    transient = [e for e in failures.exceptions if is_transient(e)]
+    final = [e for e in failures.exceptions if e not in skew and e not in transient]
+    for error in final[:LOGGED]:
         logger.error(
             "Job %s failed and is not retried: %s: %s (%s)",
             job_id,
@@ -332,22 +327,34 @@ async def award(ctx: dict[str, Any], payload: object) -> int:
             " ".join(getattr(error, "__notes__", [])),
             exc_info=error,
         )
-    if retry is not None:
+    if len(final) > LOGGED:
+        logger.error(
+            "Job %s: %d more badges failed and are not retried.", job_id, len(final) - LOGGED
+        )
+    if transient:
         # The awards this try recorded stay; the next try records only what is missing.
-        raise retry
+        raise _retry(job_id, job_try, transient, "hit a connection error")
+    if skew:
+        # Deploy skew: the app runs a newer version whose badge this worker lacks. Waiting lets
+        # an updated worker take the job; the backoff bounds the wait (about 4 min).
+        why = "names a badge this worker does not register (deploy skew: update the workers)"
+        raise _retry(job_id, job_try, skew, why)
     return len(failures.recorded)
 
 
-def _retry(job_id: str, job_try: int, exc: Exception, why: str) -> Retry:
+def _retry(job_id: str, job_try: int, errors: Exception | list[Exception], why: str) -> Retry:
+    errors = errors if isinstance(errors, list) else [errors]
+    exc = errors[0]
     delay = min(2 ** (job_try - 1), BACKOFF_CAP)
     logger.warning(
-        "Job %s %s (try %d): %s: %s%s; retrying in %ds.",
+        "Job %s %s (try %d): %s: %s%s%s; retrying in %ds.",
         job_id,
         why,
         job_try,
         type(exc).__name__,
         exc,
         "".join(f" ({note})" for note in getattr(exc, "__notes__", [])),
+        f", and {len(errors) - 1} more" if len(errors) > 1 else "",
         delay,
     )
     return Retry(defer=delay)

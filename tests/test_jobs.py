@@ -142,9 +142,12 @@ def test_payload_round_trips() -> None:
         ),
         ({**VALID, "at": "yesterday"}, "Job timestamp must be null or an ISO 8601 time with its"),
         ({**VALID, "at": "2024-05-01T00:00:00"}, "Job timestamp must be null or an ISO 8601"),
+        ({**VALID, "at": "9999-12-31T23:00:00-05:00"}, "Job timestamp must be null or an ISO"),
+        ({**VALID, "at": "0001-01-01T00:00:00+05:00"}, "Job timestamp must be null or an ISO"),
         (
             {**VALID, "at": 5},
-            "Job timestamp must be null or an ISO 8601 time with its offset; got 5",
+            "Job timestamp must be null or an ISO 8601 time with its offset, within the years 1 "
+            "to 9999 in UTC; got 5",
         ),
     ],
 )

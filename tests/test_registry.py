@@ -189,6 +189,10 @@ async def test_bad_award_records_nothing(
     assert await stored_rows() == []
 
 
+HOUR_EAST = datetime.timezone(datetime.timedelta(hours=1))
+HOUR_WEST = datetime.timezone(datetime.timedelta(hours=-1))
+
+
 @pytest.mark.parametrize(
     ("state", "message"),
     [
@@ -219,6 +223,15 @@ async def test_bad_award_records_nothing(
         ),
         ({"user": "ana", "event_key": ""}, "event_key must be a str of 1 to 255 characters"),
         ({"user": "ana", "event_key": "k" * 256}, "event_key must be a str of 1 to 255"),
+        ({"user": 10**5000}, "The user identity is an int of over 4,300 digits; an identity has"),
+        (
+            {"user": "ana", "force_timestamp": datetime.datetime.min.replace(tzinfo=HOUR_EAST)},
+            "force_timestamp datetime.datetime(1, 1, 1, 0, 0, tzinfo=datetime.timezone(",
+        ),
+        (
+            {"user": "ana", "force_timestamp": datetime.datetime.max.replace(tzinfo=HOUR_WEST)},
+            "force_timestamp datetime.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=",
+        ),
     ],
 )
 async def test_unusable_state_records_nothing(

@@ -321,6 +321,34 @@ async def test_bad_payloads_are_rejected_and_the_worker_goes_on(
         assert message in caplog.text
 
 
+async def test_a_poison_job_makes_a_few_bounded_log_lines(
+    registry: BadgeRegistry,
+    redis_url: str,
+    queue_name: str,
+    stored_rows: Rows,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Many badges registered, a job naming thousands the worker does not know and failing in
+    # many it does: each failure listed every registered slug, with a traceback.
+    for number in range(40):
+        registry.register(type(f"Failing{number}", (FailingBadge,), {"slug": f"failing-{number}"}))
+    registry.register(SeenBadge)
+    states = {f"unknown-{number}": {} for number in range(5000)}
+    states.update({f"failing-{number}": {} for number in range(40)}, seen={})
+    payload = {"v": 1, "key": "p" * 32, "event": "visited", "user": "ana", "at": None}
+    await push(redis_url, queue_name, envelope({**payload, "badges": states}))
+    with caplog.at_level(logging.INFO, logger="abadges.worker"):
+        await drain(registry, max_tries=1)
+    assert await stored_rows() == [("ana", "seen", 1)]
+    lines = [r for r in caplog.records if r.getMessage().startswith("Job ")]
+    assert len(lines) == 12
+    assert sum(len(r.getMessage()) for r in lines) < 10_000
+    assert lines[-2].getMessage().endswith(": 30 more badges failed and are not retried.")
+    assert lines[-1].getMessage().endswith("and 4999 more; retrying in 1s.")
+    assert "registered slugs: ['failing-0', 'failing-1', 'failing-10', " in lines[-1].getMessage()
+    assert "and 31 more." in lines[-1].getMessage()
+
+
 async def behind_a_proxy(
     task_group: anyio.abc.TaskGroup, database_url: str, redis_url: str, queue_name: str
 ) -> tuple[TcpProxy, BadgeRegistry]:
