@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 import re
 import time
+from typing import Any
 
 import anyio
 import redis.asyncio
-from arq.constants import expires_extra_ms, job_key_prefix
+from arq.constants import job_key_prefix
 from arq.jobs import serialize_job
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._utils import obscure
-from .exceptions import QueueUnavailableError
+from .exceptions import ConfigurationError, QueueUnavailableError
 from .jobs import JOB_NAME, Job, dumps
 
 logger = logging.getLogger("abadges")
@@ -36,6 +37,7 @@ class JobQueue:
         self._redis = redis.asyncio.Redis.from_url(
             redis_url, socket_connect_timeout=ENQUEUE_TIMEOUT, socket_timeout=ENQUEUE_TIMEOUT
         )
+        self._policy_checked = False
 
     async def enqueue(self, job: Job) -> None:
         """Queue `job`; `QueueUnavailableError` if Redis does not take it within a second.
@@ -53,7 +55,10 @@ class JobQueue:
         try:
             with anyio.fail_after(ENQUEUE_TIMEOUT):
                 async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.psetex(job_key_prefix + job_id, expires_extra_ms, data)
+                    # No expiry: arq deletes a job's data when it finishes, and data with a
+                    # TTL is what a `volatile-*` Redis evicts first. A job waits for a worker
+                    # however long none runs.
+                    pipe.set(job_key_prefix + job_id, data)
                     pipe.zadd(self.queue_name, {job_id: now}, nx=True)
                     _, added = await pipe.execute()
         except (OSError, RedisError) as exc:  # TimeoutError is an OSError.
@@ -65,9 +70,21 @@ class JobQueue:
                 f"Redis at {obscure(self.redis_url)} {what} ({describe(exc)}); "
                 f"deferred badges {sorted(job.states)} were not queued."
             ) from exc
+        if not self._policy_checked:
+            self._policy_checked = True
+            await self._warn_if_evicting()
         if not added:
             # A call retried with the same event_key while its first job is still queued.
             logger.debug("Job %s of event %r is queued already.", job_id, job.event)
+
+    async def _warn_if_evicting(self) -> None:
+        """Warn, once, when this Redis may evict queued jobs (the worker refuses to start)."""
+        try:
+            warning = await check_no_eviction(self._redis, self.redis_url)
+        except ConfigurationError as exc:
+            warning = str(exc)
+        if warning is not None:
+            logger.warning("%s", warning)
 
     def job_id(self, job: Job) -> str:
         """The arq job id of `job` in this queue.
@@ -98,3 +115,26 @@ def describe(exc: BaseException) -> str:
         message = match["error"]
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     return text if len(text) <= 200 else f"{text[:197]}..."
+
+
+async def check_no_eviction(client: Any, redis_url: str) -> str | None:
+    """Raise `ConfigurationError` when the Redis at `redis_url` may evict queued jobs (its
+    `maxmemory-policy` is not `noeviction`). Return a warning to log when it refuses CONFIG
+    (some managed services), so that the policy cannot be read; None when all is well."""
+    try:
+        policy = (await client.config_get("maxmemory-policy")).get("maxmemory-policy")
+    except RedisError as exc:
+        return (
+            f"Could not read the maxmemory-policy of Redis at {obscure(redis_url)} "
+            f"({describe(exc)}): make sure it is noeviction, or queued jobs may be evicted "
+            "and their awards lost without a word."
+        )
+    policy = policy.decode() if isinstance(policy, bytes) else policy
+    if policy != "noeviction":
+        raise ConfigurationError(
+            f"Redis at {obscure(redis_url)} has maxmemory-policy {policy!r}: when it fills up "
+            "it evicts keys, queued jobs among them, and their awards are lost without a word. "
+            "Set maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, and in "
+            "redis.conf), or give abadges a Redis of its own that does not evict."
+        )
+    return None

@@ -42,6 +42,7 @@ from ._utils import import_module, obscure
 from .config import Settings as AbadgesSettings
 from .exceptions import BadgeErrorGroup, BadgeNotRegisteredError, ConfigurationError, is_transient
 from .jobs import JOB_NAME, dumps, loads
+from .queue import check_no_eviction
 from .registry import BadgeRegistry
 
 __all__ = [
@@ -177,6 +178,10 @@ async def start(registry: BadgeRegistry, ctx: dict[str, Any], interval: float | 
             "comma-separated modules that register your badges, as the app imports them."
         )
     _check_database(settings)
+    if "redis" in ctx:
+        warning = await check_no_eviction(ctx["redis"], settings.redis_url)
+        if warning is not None:
+            logger.warning("%s", warning)
     await _connect(registry)
     logger.info(
         "abadges worker %s on %s: database %s, Redis %s, queue %r, badge modules %s, "

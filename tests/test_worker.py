@@ -27,7 +27,7 @@ import abadges.worker
 from abadges import Award, Badge, BadgeAwarded, BadgeRegistry, ConfigurationError
 from abadges._utils import obscure
 from abadges.jobs import JOB_NAME, MAX_JOB_BYTES, dumps
-from abadges.testing import free_port
+from abadges.testing import RedisServer, free_port
 from abadges.worker import live_workers, worker_settings
 
 
@@ -347,6 +347,81 @@ async def test_a_poison_job_makes_a_few_bounded_log_lines(
     assert lines[-1].getMessage().endswith("and 4999 more; retrying in 1s.")
     assert "registered slugs: ['failing-0', 'failing-1', 'failing-10', " in lines[-1].getMessage()
     assert "and 31 more." in lines[-1].getMessage()
+
+
+async def test_a_worker_refuses_a_redis_that_may_evict_its_jobs(
+    database_url: str, redis_server: RedisServer, queue_name: str, stored_rows: Rows
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    await client.config_set("maxmemory-policy", "volatile-lru")
+    await client.aclose()
+    registry = BadgeRegistry()
+    registry.configure(database_url=database_url, redis_url=redis_server.url, queue_name=queue_name)
+    registry.register(SeenBadge)
+    with pytest.raises(ConfigurationError) as caught:
+        await drain(registry)
+    assert str(caught.value) == (
+        f"Redis at {redis_server.url} has maxmemory-policy 'volatile-lru': when it fills up it "
+        "evicts keys, queued jobs among them, and their awards are lost without a word. Set "
+        "maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, and in "
+        "redis.conf), or give abadges a Redis of its own that does not evict."
+    )
+
+
+async def test_the_app_warns_once_about_an_evicting_redis_and_queues_without_a_ttl(
+    registry: BadgeRegistry, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    await client.config_set("maxmemory-policy", "allkeys-lru")
+    await registry.disconnect()
+    registry.configure(redis_url=redis_server.url)
+    registry.register(SeenBadge)
+    async with registry.lifespan():
+        with caplog.at_level(logging.WARNING, logger="abadges"):
+            await registry.possibly_award_badge("visited", user="ana")
+            await registry.possibly_award_badge("visited", user="bob")
+        [job_id, _] = await queued_ids(redis_server.url, registry.settings.queue_name)
+    # Queued data never expires, so no policy evicts it as "volatile" first.
+    assert await client.ttl(job_key_prefix + job_id) == -1
+    await client.aclose()
+    warnings = [r.getMessage() for r in caplog.records if "maxmemory-policy" in r.getMessage()]
+    assert warnings == [
+        f"Redis at {redis_server.url} has maxmemory-policy 'allkeys-lru': when it fills up it "
+        "evicts keys, queued jobs among them, and their awards are lost without a word. Set "
+        "maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, and in "
+        "redis.conf), or give abadges a Redis of its own that does not evict."
+    ]
+
+
+async def test_a_redis_that_refuses_config_is_warned_about(
+    database_url: str,
+    redis_server: RedisServer,
+    queue_name: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A user without CONFIG, as on managed services that disable it.
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    await client.acl_setuser(
+        "app", enabled=True, passwords=["+s3cret"], keys=["*"], channels=["*"],
+        commands=["+@all", "-config"],
+    )  # fmt: skip
+    await client.aclose()
+    url = f"redis://app:s3cret@127.0.0.1:{redis_server.port}"
+    registry = BadgeRegistry()
+    registry.configure(database_url=database_url, redis_url=url, queue_name=queue_name)
+    registry.register(SeenBadge)
+    async with registry.lifespan():  # A burst worker leaves the registry connected.
+        with caplog.at_level(logging.WARNING, logger="abadges.worker"):
+            await drain(registry)
+    [warning] = [r.getMessage() for r in caplog.records if "maxmemory-policy" in r.getMessage()]
+    assert warning.startswith(
+        f"Could not read the maxmemory-policy of Redis at redis://app:***@127.0.0.1:"
+        f"{redis_server.port} (NoPermissionError: "
+    )
+    assert warning.endswith(
+        "make sure it is noeviction, or queued jobs may be evicted and their awards lost "
+        "without a word."
+    )
 
 
 async def behind_a_proxy(
