@@ -27,12 +27,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__, badges
+# The public names only (and one private helper of the package), so that the modules behind
+# them can move without touching the command.
+from . import AbadgesError, Award, Badge, BadgeRegistry, ConfigurationError, __version__, badges
 from ._utils import import_module
-from .base import Badge
-from .exceptions import AbadgesError, ConfigurationError
-from .registry import BadgeRegistry
-from .storage import Award
 
 #: Seconds the database may take to accept a connection before it counts as unreachable.
 DATABASE_TIMEOUT = 5
