@@ -1,0 +1,400 @@
+"""The `abadges` command: look at badges, awards and the queue of deferred badges from a shell.
+
+    abadges [--database-url URL] [--badges MODULES] [--redis-url URL] [--queue-name NAME] COMMAND
+
+It reads the same `ABADGES_*` settings as the app and the worker; the options before the command
+override them. Every command takes `--json`. Exit status: 0 on success, 1 with one line naming
+the fault on a user error (an unknown slug, a bad level, a database or Redis that cannot be
+reached), 2 on a usage error. See docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio
+import click
+import databases
+import redis.asyncio
+from arq.constants import in_progress_key_prefix, retry_key_prefix
+from redis.exceptions import RedisError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+# The public names only (and one private helper of the package), so that the modules behind
+# them can move without touching the command.
+from . import AbadgesError, Award, Badge, BadgeRegistry, ConfigurationError, __version__, badges
+from ._utils import import_module
+
+#: Seconds the database may take to accept a connection before it counts as unreachable.
+DATABASE_TIMEOUT = 5
+#: Seconds Redis may take to connect or answer a command before it counts as unreachable.
+REDIS_TIMEOUT = 2
+#: Queue entries read per round trip by `abadges queue`.
+QUEUE_PAGE = 1000
+
+T = TypeVar("T")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="abadges")
+@click.option("--database-url", metavar="URL", help="The database.  [env: ABADGES_DATABASE_URL]")
+@click.option(
+    "--badges",
+    "badge_modules",
+    metavar="MODULES",
+    help="Comma-separated modules that register the badges.  [env: ABADGES_BADGES]",
+)
+@click.option(
+    "--redis-url", metavar="URL", help="The Redis of the queue.  [env: ABADGES_REDIS_URL]"
+)
+@click.option("--queue-name", metavar="NAME", help="The arq queue.  [env: ABADGES_QUEUE_NAME]")
+def main(
+    database_url: str | None,
+    badge_modules: str | None,
+    redis_url: str | None,
+    queue_name: str | None,
+) -> None:
+    """Badges, awards and the queue of abadges, configured like the worker."""
+    options = {
+        "database_url": database_url,
+        "badges": badge_modules,
+        "redis_url": redis_url,
+        "queue_name": queue_name,
+    }
+    try:
+        badges.configure(**{name: value for name, value in options.items() if value is not None})
+    except AbadgesError as exc:
+        raise click.ClickException(one_line(exc)) from exc
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON instead of a table (see docs/cli.md)."
+)
+
+
+# Commands ---------------------------------------------------------------------------------------
+
+
+@main.command("badges")
+@json_option
+def list_badges(as_json: bool) -> None:
+    """The registered badges, with award counts.
+
+    One row per level: its name, how many awards it has, and whether the badge is multiple
+    and deferred.
+    """
+    counts = run(lambda registry: registry.award_counts())
+    data = [badge_record(badge, counts[slug]) for slug, badge in badges.registered.items()]
+    if as_json:
+        print_json(data)
+        return
+    columns = ("slug", "level", "name", "awards", "multiple", "deferred")
+    rows = [
+        (
+            b["slug"],
+            lv["level"],
+            lv["name"],
+            lv["awards"],
+            yes_no(b["multiple"]),
+            yes_no(b["deferred"]),
+        )
+        for b in data
+        for lv in b["levels"]
+    ]
+    print_table(columns, rows)
+
+
+@main.command()
+@click.argument("user")
+@json_option
+def awards(user: str, as_json: bool) -> None:
+    """A user's awards, newest first.
+
+    USER is the identity stored with the awards (user.id by default).
+    """
+    found = run(lambda registry: registry.awards_for(user))
+    print_awards(found, ("id", "slug", "level", "name", "awarded_at"), as_json)
+
+
+@main.command()
+@click.argument("slug")
+@click.option("--level", type=int, help="Only this level (1-based).")
+@click.option(
+    "--limit", type=click.IntRange(min=0), default=50, show_default=True, help="Awards per page."
+)
+@click.option(
+    "--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Awards to skip."
+)
+@json_option
+def holders(slug: str, level: int | None, limit: int, offset: int, as_json: bool) -> None:
+    """A badge's awards, newest first.
+
+    The awards of badge SLUG (of --level only, if given), a page at a time.
+    """
+    found = run(lambda registry: registry.holders(slug, level, limit=limit, offset=offset))
+    print_awards(found, ("id", "user_id", "level", "name", "awarded_at"), as_json)
+
+
+@main.command()
+@click.argument("user")
+@click.argument("slug")
+@click.argument("level", type=int, required=False)
+# The award lifecycle adds --by and --reason here, passed on to registry.revoke().
+@json_option
+def revoke(user: str, slug: str, level: int | None, as_json: bool) -> None:
+    """Remove a user's awards of a badge.
+
+    Removes USER's awards of badge SLUG (of LEVEL only, if given) and prints how many.
+    """
+    count = run(lambda registry: registry.revoke(user, slug, level))
+    if as_json:
+        print_json({"user_id": user, "slug": slug, "level": level, "revoked": count})
+        return
+    which = f"badge {slug!r}" if level is None else f"badge {slug!r} level {level}"
+    click.echo(f"Revoked {count} award{'' if count == 1 else 's'} of {which} from user {user!r}.")
+
+
+@main.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command()
+@json_option
+def upgrade(as_json: bool) -> None:
+    """Bring the tables up to date.
+
+    Creates or upgrades the abadges tables to this version's schema, as badges.migrate() does.
+    """
+    run(lambda registry: registry.migrate())
+    url = obscure(badges.settings.database_url)
+    if as_json:
+        print_json({"database_url": url, "upgraded": True})
+        return
+    click.echo(f"The abadges tables of {url} are up to date.")
+
+
+# `abadges db current` (the schema revision a database is at) belongs here; it comes with the
+# Alembic migrations of issue 12, item 4.
+
+
+@main.command()
+@json_option
+def queue(as_json: bool) -> None:
+    """The queue of deferred badges.
+
+    Jobs queued (scheduled: those waiting out a retry's backoff), in progress and retried, and
+    how long the oldest queued job has been waiting.
+    """
+    settings = badges.settings
+    # Counting and printing happen in one coroutine: on Python 3.11, coverage.py stops tracing
+    # the frames that called into a redis-py client using hiredis (coveragepy#1671).
+    anyio.run(show_queue, settings.redis_url, settings.queue_name, as_json)
+
+
+async def show_queue(redis_url: str, queue_name: str, as_json: bool) -> None:
+    data = {"queue_name": queue_name, **await read_queue(redis_url, queue_name)}
+    if as_json:
+        print_json(data)
+        return
+    age = data["oldest_queued_seconds"]
+    rows = [
+        ("queue", data["queue_name"]),
+        ("queued", data["queued"]),
+        ("scheduled", data["scheduled"]),
+        ("in progress", data["in_progress"]),
+        ("retried", data["retried"]),
+        ("oldest queued", "-" if age is None else f"{age:.1f}s"),
+    ]
+    print_table(("", ""), rows, header=False)
+
+
+# Helpers ----------------------------------------------------------------------------------------
+
+
+def run(work: Callable[[BadgeRegistry], Awaitable[T]]) -> T:
+    """Import the badge modules, then run `work` on the default registry, connected; an expected
+    error becomes a one-line `ClickException` (exit status 1)."""
+    try:
+        import_badge_modules()
+        return anyio.run(run_connected, work)
+    except AbadgesError as exc:
+        raise click.ClickException(one_line(exc)) from exc
+
+
+async def run_connected(work: Callable[[BadgeRegistry], Awaitable[T]]) -> T:
+    try:
+        with anyio.fail_after(DATABASE_TIMEOUT):
+            await badges.connect()
+    except AbadgesError:
+        raise
+    except Exception as exc:  # The drivers' errors: refused, unknown host, bad password, ...
+        reason = (
+            f"it did not answer within {DATABASE_TIMEOUT}s"
+            if isinstance(exc, TimeoutError)
+            else describe(exc)
+        )
+        raise click.ClickException(
+            f"The database {obscure(badges.settings.database_url)} cannot be reached: {reason}."
+        ) from exc
+    async with badges.lifespan():
+        return await work(badges)
+
+
+def import_badge_modules() -> None:
+    """Import the modules of the `badges` setting, as the worker does, from the current
+    directory too (as `arq` does), so that their badges are registered."""
+    given = click.get_current_context().find_root().params.get("badge_modules") is not None
+    setting = "--badges" if given else "ABADGES_BADGES"
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    for module in badges.settings.badges:
+        try:
+            import_module(module, setting)
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            raise click.ClickException(
+                f"The badge module {module!r} (from {setting}) failed to import: {describe(exc)}."
+            ) from exc
+
+
+async def read_queue(redis_url: str, queue_name: str) -> dict[str, Any]:
+    """Count the queue's jobs in arq's layout: the queue is a sorted set of job ids scored by
+    the time (ms) each becomes runnable; `arq:in-progress:<id>` marks a running job and
+    `arq:retry:<id>` counts the tries that started."""
+    client = redis.asyncio.Redis.from_url(
+        redis_url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT
+    )
+    now_ms = time.time() * 1000
+    counts = {"queued": 0, "scheduled": 0, "in_progress": 0, "retried": 0}
+    oldest_ms: float | None = None
+    try:
+        with anyio.fail_after(3 * REDIS_TIMEOUT):
+            start = 0
+            while page := await client.zrange(
+                queue_name, start, start + QUEUE_PAGE - 1, withscores=True
+            ):
+                start += len(page)
+                # One round trip for the whole page: is each job running, how often it started.
+                async with client.pipeline(transaction=False) as pipe:
+                    for job_id, _ in page:
+                        pipe.exists(in_progress_key_prefix + job_id.decode())
+                        pipe.get(retry_key_prefix + job_id.decode())
+                    answers = await pipe.execute()
+                for (_, score), running, tries in zip(
+                    page, answers[::2], answers[1::2], strict=True
+                ):
+                    # A running job has started `tries` times; a waiting one will start again.
+                    if int(tries or 0) - bool(running) >= 1:
+                        counts["retried"] += 1
+                    if running:
+                        counts["in_progress"] += 1
+                        continue
+                    counts["queued"] += 1
+                    if score > now_ms:
+                        counts["scheduled"] += 1
+                    elif oldest_ms is None:
+                        oldest_ms = score  # ZRANGE gives the lowest scores first.
+    except (OSError, RedisError) as exc:  # TimeoutError is an OSError.
+        raise click.ClickException(
+            f"Redis at {obscure(redis_url)} cannot be reached: {describe(exc)}."
+        ) from exc
+    finally:
+        await client.aclose()
+    age = None if oldest_ms is None else round(max(now_ms - oldest_ms, 0) / 1000, 3)
+    return {**counts, "oldest_queued_seconds": age}
+
+
+def badge_record(badge: Badge, counts: dict[int, int]) -> dict[str, Any]:
+    levels = []
+    for level in range(1, len(badge.levels) + 1):
+        detail = badge.detail(level)
+        levels.append(
+            {
+                "level": level,
+                "name": detail.name,
+                "description": detail.description,
+                "awards": counts[level],
+            }
+        )
+    return {
+        "slug": badge.slug,
+        "multiple": badge.multiple,
+        "deferred": badge.deferred,
+        "levels": levels,
+    }
+
+
+def print_awards(found: list[Award], columns: Sequence[str], as_json: bool) -> None:
+    records = [award_record(award) for award in found]
+    if as_json:
+        print_json(records)
+        return
+    shown = [
+        {**r, "awarded_at": a.awarded_at.isoformat(timespec="seconds")}
+        for r, a in zip(records, found, strict=True)
+    ]
+    print_table(columns, [[r[c] for c in columns] for r in shown])
+
+
+def award_record(award: Award) -> dict[str, Any]:
+    return {
+        "id": award.id,
+        "user_id": award.user_id,
+        "slug": award.slug,
+        "level": award.level,
+        "name": award.name,
+        "description": award.description,
+        "awarded_at": award.awarded_at.isoformat(),
+    }
+
+
+def print_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def print_table(
+    columns: Sequence[str], rows: Sequence[Sequence[object]], header: bool = True
+) -> None:
+    """A rich table on a terminal; in a pipe, plain columns without colour codes."""
+    cells = [["" if value is None else str(value) for value in row] for row in rows]
+    console = Console()
+    if console.is_terminal:
+        table = Table(*columns, show_header=header)
+        for row in cells:
+            table.add_row(*map(Text, row))
+        console.print(table)
+        return
+    lines = [list(columns), *cells] if header else cells
+    widths = [max((len(line[n]) for line in lines), default=0) for n in range(len(columns))]
+    for line in lines:
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
+
+
+def yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def obscure(url: str) -> str:
+    """`url` with its password, if any, replaced by asterisks."""
+    return databases.DatabaseURL(url).obscure_password
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc).rstrip(".")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of `exc` and its notes, on one line."""
+    return " ".join([str(exc), *getattr(exc, "__notes__", ())]).replace("\n", " ")
