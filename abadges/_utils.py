@@ -84,6 +84,27 @@ def obscure(url: object) -> str:
         scheme, separator, userinfo = head.partition(":")
     if not separator:
         return f"***@{host}"
+    well_formed = not any(char in userinfo for char in "/@")
     user, colon, _ = userinfo.partition(":")
-    well_formed = colon and not any(char in userinfo for char in "/@")
-    return f"{scheme}{separator}{user if well_formed else ''}{':' if colon else ''}***@{host}"
+    if well_formed and not colon:
+        return text  # A user name without a password.
+    return f"{scheme}{separator}{user if well_formed else ''}:***@{host}"
+
+
+#: redis-py prefixes the error of a pipelined command with the command and its arguments: the
+#: job's payload, with the user's frozen state.
+PIPELINE_ERROR = re.compile(
+    r"^Command # \d+ \(.*\) of pipeline caused error: \((['\"])(?P<error>.*)\1,?\)$", re.DOTALL
+)
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message` of an error for a message of abadges': without its full stop, without
+    the command text redis-py puts in front of a pipelined command's error, and at most 200
+    characters, so never a job's payload."""
+    message = str(exc)
+    if match := PIPELINE_ERROR.match(message):
+        message = match["error"]
+    message = message.rstrip(".")
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= 200 else f"{text[:197]}..."

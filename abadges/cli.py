@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 import anyio
 import click
-import databases
 import redis.asyncio
 from arq.constants import in_progress_key_prefix, retry_key_prefix
 from redis.exceptions import RedisError
@@ -30,7 +29,7 @@ from rich.text import Text
 # The public names only (and one private helper of the package), so that the modules behind
 # them can move without touching the command.
 from . import AbadgesError, Award, Badge, BadgeRegistry, ConfigurationError, __version__, badges
-from ._utils import import_module
+from ._utils import describe, import_module, obscure
 
 #: Seconds the database may take to accept a connection before it counts as unreachable.
 DATABASE_TIMEOUT = 5
@@ -183,6 +182,46 @@ def upgrade(as_json: bool) -> None:
 
 # `abadges db current` (the schema revision a database is at) belongs here; it comes with the
 # Alembic migrations of issue 12, item 4.
+
+
+@main.group()
+def worker() -> None:
+    """The workers of deferred badges."""
+
+
+@worker.command()
+@click.option("--pid", type=int, help="The worker process to check (default: any).")
+@click.option("--host", help="The host the workers run on (default: this one).")
+@json_option
+def check(pid: int | None, host: str | None, as_json: bool) -> None:
+    """Is a worker live? The liveness probe of a worker.
+
+    Exit 0 when a worker of the queue on this host (or --host), or the worker process --pid,
+    has refreshed its health key lately; exit 1 when none has: it died or is stuck.
+    """
+    # Imported here: abadges.worker builds the worker's settings when it is imported.
+    from .worker import health_key, live_workers
+
+    settings = badges.settings
+    try:
+        live = anyio.run(live_workers, settings.redis_url, settings.queue_name, host, pid)
+    except (OSError, RedisError) as exc:
+        raise click.ClickException(
+            f"Redis at {obscure(settings.redis_url)} cannot be reached: {describe(exc)}."
+        ) from exc
+    if as_json:
+        print_json({"queue_name": settings.queue_name, "live": live})
+    elif live:
+        pids = ", ".join(str(w["pid"]) for w in live)
+        click.echo(f"Live workers of queue {settings.queue_name!r}: {pids}.")
+    if not live:
+        key = health_key(settings.queue_name, host, pid)
+        which = f"process {pid}" if pid is not None else "any process"
+        where = key.rpartition(":")[0].rpartition(":")[2]
+        raise click.ClickException(
+            f"No live worker of queue {settings.queue_name!r} on host {where!r} ({which}): its "
+            "health key has lapsed, so the worker has stopped, died or is stuck."
+        )
 
 
 @main.command()
@@ -383,16 +422,6 @@ def print_table(
 
 def yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
-
-
-def obscure(url: str) -> str:
-    """`url` with its password, if any, replaced by asterisks."""
-    return databases.DatabaseURL(url).obscure_password
-
-
-def describe(exc: BaseException) -> str:
-    text = str(exc).rstrip(".")
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def one_line(exc: BaseException) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import Any
 
@@ -15,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ._utils import obscure
+from ._utils import describe, obscure
 from .exceptions import ConfigurationError, QueueUnavailableError
 from .jobs import JOB_NAME, Job, dumps
 
@@ -98,23 +97,6 @@ class JobQueue:
 
     async def close(self) -> None:
         await self._redis.aclose()
-
-
-#: redis-py prefixes the error of a pipelined command with the command and its arguments: the
-#: job's payload, with the user's frozen state.
-PIPELINE_ERROR = re.compile(
-    r"^Command # \d+ \(.*\) of pipeline caused error: \((['\"])(?P<error>.*)\1,?\)$", re.DOTALL
-)
-
-
-def describe(exc: BaseException) -> str:
-    """`Type: message` of a Redis error, without the command text redis-py puts in front of a
-    pipelined command's error, and at most 200 characters: never a job's payload."""
-    message = str(exc)
-    if match := PIPELINE_ERROR.match(message):
-        message = match["error"]
-    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return text if len(text) <= 200 else f"{text[:197]}..."
 
 
 async def check_no_eviction(client: Any, redis_url: str) -> str | None:

@@ -383,7 +383,7 @@ async def test_a_full_redis_is_named_as_the_cause_without_the_payload(
     message = str(only_error(caught, QueueUnavailableError))
     assert message == (
         f"Redis at {redis_server.url} refused the job of event 'visited' (OutOfMemoryError: "
-        "command not allowed when used memory > 'maxmemory'.); deferred badges "
+        "command not allowed when used memory > 'maxmemory'); deferred badges "
         "['state', 'visitor'] were not queued."
     )
     assert "xxx" not in message

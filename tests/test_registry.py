@@ -473,7 +473,7 @@ async def test_a_cancelled_call_never_commits_an_award_it_does_not_announce(
     # What request timeouts and clients that go away do: calls cancelled at random points.
     @registry.register
     class SlowVisitBadge(VisitBadge):
-        async def award(self, **state: Any) -> BadgeAwarded:
+        async def award(self, **state: Any) -> BadgeAwarded:  # type: ignore[override]
             await anyio.sleep(0.001)
             return BadgeAwarded()
 

@@ -141,12 +141,12 @@ async def test_the_largest_limit_and_offset_work(registry: BadgeRegistry) -> Non
         (lambda r: r.holders("rank", limit=2**63), ValueError, "to 9223372036854775807; got 92"),
         (lambda r: r.holders("rank", offset=2**64), ValueError, "to 9223372036854775807; got 18"),
         (
-            lambda r: r.holders(["rank"]),  # type: ignore[arg-type]
+            lambda r: r.holders(["rank"]),
             BadgeNotRegisteredError,
             "No badge with slug ['rank'] is registered",
         ),
         (
-            lambda r: r.has_badge("ana", {"rank": 1}),  # type: ignore[arg-type]
+            lambda r: r.has_badge("ana", {"rank": 1}),
             BadgeNotRegisteredError,
             "No badge with slug {'rank': 1} is registered",
         ),

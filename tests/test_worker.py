@@ -333,7 +333,7 @@ async def test_a_poison_job_makes_a_few_bounded_log_lines(
     for number in range(40):
         registry.register(type(f"Failing{number}", (FailingBadge,), {"slug": f"failing-{number}"}))
     registry.register(SeenBadge)
-    states = {f"unknown-{number}": {} for number in range(5000)}
+    states: dict[str, dict[str, Any]] = {f"unknown-{number}": {} for number in range(5000)}
     states.update({f"failing-{number}": {} for number in range(40)}, seen={})
     payload = {"v": 1, "key": "p" * 32, "event": "visited", "user": "ana", "at": None}
     await push(redis_url, queue_name, envelope({**payload, "badges": states}))

@@ -9,6 +9,9 @@ import os
 import pathlib
 import pickle
 import signal
+import socket
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -185,12 +188,21 @@ async def test_the_health_check_is_right_for_each_worker_process(
         await wait_for_live(redis_url, queue_name, {first.pid, second.pid})
         [live] = await live_workers(redis_url, queue_name, pid=second.pid)
         assert (live["pid"], live["queue"]) == (second.pid, queue_name)
+        assert (await check(worker_env, "--pid", str(first.pid))).returncode == 0
 
         # One of two workers stops: the other is still live (arq's own check fails it).
         await stop(first)
-        assert await live_workers(redis_url, queue_name, pid=first.pid) == []
+        failed = await check(worker_env, "--pid", str(first.pid))
+        assert failed.returncode == 1
+        assert failed.stderr.decode() == (
+            f"Error: No live worker of queue {queue_name!r} on host {socket.gethostname()!r} "
+            f"(process {first.pid}): its health key has lapsed, so the worker has stopped, died "
+            "or is stuck.\n"
+        )
         await anyio.sleep(2)  # Longer than the health key lives unrefreshed.
-        assert [w["pid"] for w in await live_workers(redis_url, queue_name)] == [second.pid]
+        passed = await check(worker_env, "--pid", str(second.pid))
+        assert passed.stdout.decode() == f"Live workers of queue {queue_name!r}: {second.pid}.\n"
+        assert (await check(worker_env)).returncode == 0
 
         # The only worker left is killed: its check fails once its key lapses (1.5 s here),
         # not an hour later.
@@ -199,6 +211,13 @@ async def test_the_health_check_is_right_for_each_worker_process(
         started = time.monotonic()
         await wait_for_live(redis_url, queue_name, set())
         assert time.monotonic() - started < 2
+        assert (await check(worker_env, "--json")).returncode == 1
+
+
+async def check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
+    """`abadges worker check ARGS` as a liveness probe runs it."""
+    command = [str(pathlib.Path(sys.executable).parent / "abadges"), "worker", "check", *args]
+    return await anyio.run_process(command, env=env, check=False)
 
 
 BADGE_MODULE = """
