@@ -115,12 +115,3 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-async def _answers(port: int) -> bool:
-    try:
-        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-            await stream.send(b"PING\r\n")
-            return (await stream.receive()).startswith(b"+PONG")
-    except OSError:
-        return False

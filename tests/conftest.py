@@ -21,12 +21,11 @@ import databases
 import pytest
 import redis.asyncio
 import sqlalchemy as sa
-from support import Rows
 
 from abadges import BadgeRegistry
-from abadges.storage import _text
 from abadges.tables import awards
-from abadges.testing import RedisServer, _answers
+from abadges.testing import RedisServer
+from tests.support import IN_CI, Rows, answers
 
 SERVER_URLS = {
     "postgresql": os.environ.get(
@@ -34,7 +33,6 @@ SERVER_URLS = {
     ),
     "mysql": os.environ.get("ABADGES_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306/test"),
 }
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 exercised: list[str] = []
 redis_used: list[str] = []
 
@@ -76,7 +74,7 @@ async def redis_url() -> AsyncIterator[str]:
     if configured:
         redis_used.append(f"{configured} (ABADGES_TEST_REDIS_URL)")
         yield configured
-    elif await _answers(6379):
+    elif await answers(6379):
         redis_used.append("redis://127.0.0.1:6379")
         yield "redis://127.0.0.1:6379"
     else:
@@ -87,12 +85,18 @@ async def redis_url() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def queue_name(redis_url: str) -> AsyncIterator[str]:
-    """An arq queue name of this test's own; the queue is deleted afterwards."""
+    """An arq queue name of this test's own; its keys are deleted afterwards."""
     name = f"abadges:test:{uuid.uuid4().hex[:12]}"
     yield name
+    # Every key a job or a worker of the queue made carries its name (the job ids do): the
+    # shared Redis is left as it was, killed workers' health keys included.
     client = redis.asyncio.Redis.from_url(redis_url)
-    await client.delete(name)
-    await client.aclose()
+    try:
+        keys = [key async for key in client.scan_iter(match=f"*{name}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
@@ -124,7 +128,7 @@ async def stored_rows(database_url: str, registry: BadgeRegistry) -> AsyncIterat
     async def read() -> list[tuple[str, str, int]]:
         query = sa.select(awards.c.user_id, awards.c.slug, awards.c.level).order_by(awards.c.id)
         return [
-            (_text(row[0]), _text(row[1]), int(row[2])) for row in await database.fetch_all(query)
+            (text(row[0]), text(row[1]), int(row[2])) for row in await database.fetch_all(query)
         ]
 
     yield read
@@ -135,3 +139,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     seen = ", ".join(dict.fromkeys(exercised)) or "none"
     terminalreporter.write_line(f"abadges: databases exercised: {seen}")
     terminalreporter.write_line(f"abadges: redis: {', '.join(redis_used) or 'not used'}")
+
+
+def text(value: str | bytes) -> str:
+    """A text column as read back: the MySQL columns are VARBINARY, and come back as bytes."""
+    return value.decode() if isinstance(value, bytes) else value

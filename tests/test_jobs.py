@@ -15,8 +15,6 @@ import anyio
 import anyio.abc
 import pytest
 import redis.asyncio
-from deferred_badges import AddictBadge, RegularBadge, VisitorBadge, record_visit
-from support import Rows, only_error, queued_payloads
 
 from abadges import (
     AbadgesError,
@@ -32,6 +30,8 @@ from abadges import (
 )
 from abadges.jobs import MAX_JOB_BYTES, Job, dumps, loads
 from abadges.testing import RedisServer, free_port
+from tests.support import Rows, only_error, queued_payloads
+from tests.support.deferred_badges import AddictBadge, RegularBadge, VisitorBadge, record_visit
 
 WHEN = datetime.datetime(2024, 5, 1, 12, tzinfo=datetime.UTC)
 
@@ -487,7 +487,7 @@ async def test_inline_mode_loads_users_with_the_user_loader(
     registry: BadgeRegistry, state_dir: pathlib.Path
 ) -> None:
     await registry.disconnect()
-    registry.configure(queue="inline", user_loader="deferred_badges:load_user")
+    registry.configure(queue="inline", user_loader="tests.support.deferred_badges:load_user")
     registry.register(AddictBadge)
     async with registry.lifespan():
         for day in range(1, 8):
@@ -531,9 +531,15 @@ async def test_inline_mode_reports_failing_deferred_badges(
     ("loader", "message"),
     [
         ("deferred_badges", "user_loader must look like 'pkg.module:function'; got "),
-        ("deferred_badges:nothing", "user_loader is 'deferred_badges:nothing', but module "),
+        (
+            "tests.support.deferred_badges:nothing",
+            "user_loader is 'tests.support.deferred_badges:nothing', but module ",
+        ),
         ("no_such_module:f", "user_loader names module 'no_such_module', which cannot be "),
-        ("deferred_badges:AddictBadge.slug", "user_loader 'deferred_badges:AddictBadge.slug' "),
+        (
+            "tests.support.deferred_badges:AddictBadge.slug",
+            "user_loader 'tests.support.deferred_badges:AddictBadge.slug' ",
+        ),
     ],
 )
 async def test_a_bad_user_loader_fails_at_connect(

@@ -9,12 +9,12 @@ from pathlib import Path
 import anyio
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
-from race_child import RaceBadge
-from support import Rows
 
 from abadges import BadgeRegistry
+from tests.support import Rows
+from tests.support.race_child import RaceBadge
 
-CHILD = Path(__file__).with_name("race_child.py")
+CHILD = Path(__file__).parent / "support" / "race_child.py"
 PROCESSES = 3
 CALLS = 10  # per process: 30 calls, 10 for each of the three levels
 

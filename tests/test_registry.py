@@ -10,7 +10,6 @@ from typing import Any
 
 import anyio
 import pytest
-from support import Rows, only_error
 
 from abadges import (
     Award,
@@ -25,6 +24,7 @@ from abadges import (
     InvalidStateError,
     NotConnectedError,
 )
+from tests.support import Rows, only_error
 
 UTC = datetime.UTC
 

@@ -8,7 +8,8 @@ import pytest
 import redis.asyncio
 
 from abadges import ConfigurationError
-from abadges.testing import RedisServer, _answers, find_redis_server
+from abadges.testing import RedisServer, find_redis_server
+from tests.support import answers
 
 
 async def test_a_private_server_stops_and_starts_on_its_port() -> None:
@@ -19,9 +20,9 @@ async def test_a_private_server_stops_and_starts_on_its_port() -> None:
         await client.aclose()
         await server.stop()
         await server.stop()  # Already stopped: nothing happens.
-        assert not await _answers(server.port)
+        assert not await answers(server.port)
         await server.start()
-        assert await _answers(server.port)
+        assert await answers(server.port)
 
 
 async def test_a_server_that_cannot_start_says_why() -> None:

@@ -10,7 +10,6 @@ import pathlib
 import pickle
 import socket
 import time
-import uuid
 from typing import Any
 
 import anyio
@@ -20,8 +19,6 @@ import pytest
 import redis.asyncio
 from arq.constants import job_key_prefix
 from arq.worker import Worker
-from deferred_badges import VisitorBadge
-from support import Rows, TcpProxy, queued_payloads
 
 import abadges.worker
 from abadges import Award, Badge, BadgeAwarded, BadgeRegistry, ConfigurationError
@@ -29,6 +26,8 @@ from abadges._utils import obscure
 from abadges.jobs import JOB_NAME, MAX_JOB_BYTES, dumps
 from abadges.testing import RedisServer, free_port
 from abadges.worker import live_workers, worker_settings
+from tests.support import Rows, TcpProxy, push, queued_ids, queued_payloads
+from tests.support.deferred_badges import VisitorBadge
 
 
 class SeenBadge(Badge):
@@ -74,26 +73,6 @@ async def drain(registry: BadgeRegistry, **overrides: Any) -> Worker:
             await worker.pool.delete(worker.health_check_key)
             await worker.pool.aclose()
     return worker
-
-
-async def push(redis_url: str, queue_name: str, data: bytes) -> str:
-    """Put raw bytes into the queue as a job, as anything with access to Redis could."""
-    job_id = uuid.uuid4().hex
-    client = redis.asyncio.Redis.from_url(redis_url)
-    try:
-        await client.psetex(job_key_prefix + job_id, 60_000, data)
-        await client.zadd(queue_name, {job_id: time.time() * 1000})
-    finally:
-        await client.aclose()
-    return job_id
-
-
-async def queued_ids(redis_url: str, queue_name: str) -> list[str]:
-    client = redis.asyncio.Redis.from_url(redis_url)
-    try:
-        return [job_id.decode() for job_id in await client.zrange(queue_name, 0, -1)]
-    finally:
-        await client.aclose()
 
 
 def envelope(payload: object, function: str = JOB_NAME) -> bytes:
@@ -569,14 +548,9 @@ async def test_startup_refuses_a_worker_without_deferred_badges(
     modules: str,
     message: str,
 ) -> None:
-    (tmp_path / "inline_badges.py").write_text(
-        "from abadges import Badge, BadgeAwarded, badges\n\n"
-        "@badges.register\n"
-        "class Inline(Badge):\n"
-        "    slug, levels, events = 'inline', ['Inline'], ['visited']\n"
-        "    def award(self, **state):\n"
-        "        return BadgeAwarded()\n"
-    )
+    # A module that registers no deferred badge (none at all: the default registry, which the
+    # example apps use in this process, stays as it is).
+    (tmp_path / "inline_badges.py").write_text('"""Only inline badges, registered elsewhere."""\n')
     monkeypatch.syspath_prepend(tmp_path)
     registry = BadgeRegistry()
     registry.configure(database_url=database_url, redis_url=redis_url, badges=modules)

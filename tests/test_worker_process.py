@@ -18,15 +18,13 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
-import redis.asyncio
-from deferred_badges import AddictBadge, RegularBadge, VisitorBadge, record_visit
-from support import Rows, stop, worker
-from test_worker import push
 
 from abadges import BadgeRegistry
 from abadges.worker import live_workers
+from tests.support import Rows, push, stop, wait_until_drained, worker
+from tests.support.deferred_badges import AddictBadge, RegularBadge, VisitorBadge, record_visit
 
-TESTS = pathlib.Path(__file__).parent
+ROOT = pathlib.Path(__file__).parent.parent
 
 
 @pytest.fixture
@@ -43,12 +41,12 @@ def worker_env(
     monkeypatch.setenv("ABADGES_TEST_TODAY", "2024-05-07")
     return {
         **os.environ,
-        "PYTHONPATH": str(TESTS),
+        "PYTHONPATH": str(ROOT),
         "ABADGES_DATABASE_URL": database_url,
         "ABADGES_REDIS_URL": redis_url,
         "ABADGES_QUEUE_NAME": queue_name,
-        "ABADGES_BADGES": "deferred_worker",
-        "ABADGES_USER_LOADER": "deferred_badges:load_user",
+        "ABADGES_BADGES": "tests.support.deferred_worker",
+        "ABADGES_USER_LOADER": "tests.support.deferred_badges:load_user",
         "ABADGES_TEST_TODAY": "2024-06-30",
     }
 
@@ -58,16 +56,6 @@ def app(registry: BadgeRegistry) -> BadgeRegistry:
     for badge_class in (AddictBadge, VisitorBadge, RegularBadge):
         registry.register(badge_class)
     return registry
-
-
-async def wait_until_drained(redis_url: str, queue_name: str) -> None:
-    client = redis.asyncio.Redis.from_url(redis_url)
-    try:
-        # Other processes empty the queue: there is no event to wait on, so poll.
-        while await client.zcard(queue_name):  # noqa: ASYNC110
-            await anyio.sleep(0.05)
-    finally:
-        await client.aclose()
 
 
 def announcements(state_dir: pathlib.Path) -> list[list[str]]:
@@ -136,7 +124,7 @@ async def test_a_job_killed_midway_is_rerun_and_recorded_once(
         await app.possibly_award_badge("visited", user=user)
     # u3's job hangs in its first on_award callback, after its awards are committed.
     env = {**worker_env, "ABADGES_TEST_HANG_USER": "u3"}
-    settings = "deferred_worker.QuickRetrySettings"
+    settings = "tests.support.deferred_worker.QuickRetrySettings"
     log = tmp_path / "worker.log"
     async with worker(env, log, settings) as first:
         # Kill it once u3's job hangs and the other jobs, running beside it, have finished.
@@ -180,7 +168,7 @@ async def test_the_health_check_is_right_for_each_worker_process(
     queue_name: str,
     tmp_path: pathlib.Path,
 ) -> None:
-    settings = "deferred_worker.QuickHealthSettings"
+    settings = "tests.support.deferred_worker.QuickHealthSettings"
     async with (
         worker(worker_env, tmp_path / "first.log", settings) as first,
         worker(worker_env, tmp_path / "second.log", settings) as second,

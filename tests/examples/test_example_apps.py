@@ -20,12 +20,12 @@ import pytest
 import redis.asyncio
 import uvicorn
 from aiohttp.test_utils import TestServer
-from support import worker
 
 from abadges import badges
 from abadges.tables import awards
 from abadges.testing import free_port
 from examples import aiohttp_app, quart_app, starlette_app, store
+from tests.support import worker
 
 ROOT = pathlib.Path(__file__).parents[2]
 FRAMEWORKS = ["starlette", "quart", "aiohttp"]

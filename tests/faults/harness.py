@@ -24,14 +24,13 @@ import anyio
 import anyio.abc
 import asyncpg  # type: ignore[import-untyped]
 import redis.asyncio
-from load import Held, reference, stream
-from servers import PersistentRedis, PostgresServer
-from support import stop
 
 from abadges import BadgeRegistry
+from tests.faults.load import Held, reference, stream
+from tests.faults.servers import PersistentRedis, PostgresServer
+from tests.support import ARQ, stop
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-ARQ = str(pathlib.Path(sys.executable).parent / "arq")
 QUEUE = "abadges:load"
 
 #: A fault: strikes during the run, and returns how many times it struck.
@@ -96,7 +95,7 @@ class LoadRun:
             "ABADGES_DATABASE_URL": postgres.url,
             "ABADGES_REDIS_URL": redis_server.url,
             "ABADGES_QUEUE_NAME": QUEUE,
-            "PYTHONPATH": os.pathsep.join(map(str, [ROOT / "tests" / "faults", ROOT])),
+            "PYTHONPATH": str(ROOT),
             "LOAD_SEED": str(seed),
             "LOAD_EVENTS": str(events),
             "LOAD_CONCURRENCY": str(concurrency),
@@ -108,7 +107,7 @@ class LoadRun:
         with (self.logs / f"worker-{len(self.workers)}.log").open("ab") as log:
             self.workers.append(
                 await anyio.open_process(
-                    [ARQ, "load_worker.Settings"],
+                    [ARQ, "tests.faults.load_worker.Settings"],
                     env=self.env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,

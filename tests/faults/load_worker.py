@@ -6,10 +6,9 @@ later (arq: job timeout + 10 s) instead of 70.
 
 from __future__ import annotations
 
-from load import BADGES
-
 from abadges import badges
 from abadges.worker import worker_settings
+from tests.faults.load import BADGES
 
 for badge_class in BADGES:
     badges.register(badge_class)

@@ -23,12 +23,12 @@ import tempfile
 
 import anyio
 
-# Run as a script, Python puts this directory (the harness) on sys.path; the harness also
-# imports `support` from tests/, which pytest puts there for the suite.
-sys.path.insert(1, str(pathlib.Path(__file__).resolve().parents[1]))
+# Run as a script, Python puts this directory on sys.path: the suite's modules are imported as
+# the package `tests`, from the root of the repository.
+sys.path.insert(1, str(pathlib.Path(__file__).resolve().parents[2]))
 
-from harness import LoadRun, chaos
-from servers import PersistentRedis, PostgresServer, postgres_binaries
+from tests.faults.harness import LoadRun, chaos
+from tests.faults.servers import PersistentRedis, PostgresServer, postgres_binaries
 
 
 async def soak(args: argparse.Namespace) -> int:

@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from support import Rows
 
 from abadges import (
     Badge,
@@ -25,6 +24,7 @@ from abadges import (
     InvalidStateError,
 )
 from abadges.tables import awards
+from tests.support import Rows
 
 # Function-scoped fixtures serve every example: each example cleans up after itself.
 PROPERTY = settings(

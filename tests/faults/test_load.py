@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
-from conftest import IN_CI
-from harness import FAULTS, QUEUE, LoadRun
-from load import StreakBadge
-from servers import PersistentRedis, PostgresServer, postgres_binaries
 
 from abadges import BadgeRegistry
 from abadges.testing import RedisServer
+from tests.faults.harness import FAULTS, QUEUE, LoadRun
+from tests.faults.load import StreakBadge
+from tests.faults.servers import PersistentRedis, PostgresServer, postgres_binaries
+from tests.support import IN_CI
 
 EVENTS = 1500
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 
 import anyio
-from deferred_badges import AddictBadge, RegularBadge, VisitorBadge, state_dir
 
 from abadges import Award, badges
 from abadges.worker import worker_settings
+from tests.support.deferred_badges import AddictBadge, RegularBadge, VisitorBadge, state_dir
 
 
 @badges.on_award

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
 import pytest
+import redis.asyncio
 from arq.connections import ArqRedis
+from arq.constants import job_key_prefix
 
 from abadges import BadgeErrorGroup
 from abadges.jobs import JOB_NAME, loads
@@ -21,6 +26,8 @@ from abadges.testing import free_port
 E = TypeVar("E", bound=BaseException)
 
 ARQ = str(pathlib.Path(sys.executable).parent / "arq")
+#: Under CI every database must be exercised: a server that does not answer fails the run.
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 #: The `stored_rows` fixture: reads (user_id, slug, level) of every stored award, in id order.
 Rows = Callable[[], Awaitable[list[tuple[str, str, int]]]]
@@ -116,3 +123,46 @@ async def queued_payloads(redis_url: str, queue_name: str) -> list[Any]:
         await redis.aclose()
     assert {job.function for job in jobs} <= {JOB_NAME}
     return [job.args[0] for job in jobs]
+
+
+async def push(redis_url: str, queue_name: str, data: bytes) -> str:
+    """Put raw bytes into the queue as a job, as anything with access to Redis could."""
+    job_id = uuid.uuid4().hex
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        await client.psetex(job_key_prefix + job_id, 60_000, data)
+        await client.zadd(queue_name, {job_id: time.time() * 1000})
+    finally:
+        await client.aclose()
+    return job_id
+
+
+async def queued_ids(redis_url: str, queue_name: str) -> list[str]:
+    """The ids of the jobs in the queue, oldest first."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        return [job_id.decode() for job_id in await client.zrange(queue_name, 0, -1)]
+    finally:
+        await client.aclose()
+
+
+async def wait_until_drained(redis_url: str, queue_name: str) -> None:
+    """Wait until other processes have emptied the queue."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        # Other processes empty the queue: there is no event to wait on, so poll.
+        while await client.zcard(queue_name):  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+    finally:
+        await client.aclose()
+
+
+async def answers(port: int) -> bool:
+    """Does a Redis answer PING on this 127.0.0.1 port?"""
+    client = redis.asyncio.Redis(port=port, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(await client.ping())
+    except (OSError, redis.exceptions.RedisError):
+        return False
+    finally:
+        await client.aclose()

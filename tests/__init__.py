@@ -1,0 +1,1 @@
+"""The suite: against real SQLite, PostgreSQL, MariaDB and Redis servers."""

@@ -1,0 +1,1 @@
+"""The example apps, driven over real HTTP, and the demo."""

@@ -1,0 +1,1 @@
+"""Load with faults (killed workers, Redis restarts, database outages) and hostile input."""
