@@ -16,9 +16,10 @@ from .exceptions import (
     InvalidStateError,
     NotConnectedError,
     QueueUnavailableError,
+    SchemaError,
 )
 from .registry import BadgeRegistry
-from .storage import Award
+from .storage import Award, MigrationStatus
 from .users import UserRef
 
 __version__ = "0.1.0"
@@ -41,8 +42,10 @@ __all__ = [
     "InvalidJobError",
     "InvalidLevelError",
     "InvalidStateError",
+    "MigrationStatus",
     "NotConnectedError",
     "QueueUnavailableError",
+    "SchemaError",
     "Settings",
     "UserRef",
     "__version__",

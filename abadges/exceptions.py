@@ -3,6 +3,7 @@ Every error abadges raises on purpose derives from `AbadgesError`:
 
     AbadgesError
     ├── ConfigurationError
+    │   └── SchemaError
     ├── NotConnectedError
     ├── BadgeDefinitionError
     │   └── BadgeAlreadyRegisteredError
@@ -31,6 +32,7 @@ __all__ = [
     "InvalidStateError",
     "NotConnectedError",
     "QueueUnavailableError",
+    "SchemaError",
 ]
 
 
@@ -83,3 +85,8 @@ class QueueUnavailableError(AbadgesError):
 class InvalidJobError(AbadgesError):
     """Raised in the worker when a queued payload is not an abadges job it can run (not JSON,
     another payload version, a missing or mistyped field). Nothing of it is executed."""
+
+
+class SchemaError(ConfigurationError):
+    """Raised when the database lacks abadges' tables: run `await badges.migrate()` or
+    `abadges db upgrade`. The message names the table and the database."""

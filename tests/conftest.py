@@ -24,7 +24,6 @@ import sqlalchemy as sa
 from support import Rows
 
 from abadges import BadgeRegistry
-from abadges.storage import _text
 from abadges.tables import awards
 from abadges.testing import RedisServer, _answers
 
@@ -129,6 +128,11 @@ async def stored_rows(database_url: str, registry: BadgeRegistry) -> AsyncIterat
 
     yield read
     await database.disconnect()
+
+
+def _text(value: str | bytes) -> str:
+    # The MySQL columns are VARBINARY (see abadges/tables.py) and come back as bytes.
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
