@@ -18,9 +18,11 @@ from .exceptions import (
     InvalidStateError,
     NotConnectedError,
     QueueUnavailableError,
+    SchemaError,
     is_transient,
 )
 from .registry import BadgeRegistry
+from .storage.base import MigrationStatus
 from .users import UserRef
 
 __version__ = "0.1.0"
@@ -44,8 +46,10 @@ __all__ = [
     "InvalidJobError",
     "InvalidLevelError",
     "InvalidStateError",
+    "MigrationStatus",
     "NotConnectedError",
     "QueueUnavailableError",
+    "SchemaError",
     "Settings",
     "UserRef",
     "__version__",

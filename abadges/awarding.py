@@ -27,7 +27,7 @@ from .awards import Award
 from .base import Badge
 from .exceptions import BadgeErrorGroup, BadgeNotRegisteredError, InvalidStateError
 from .jobs import Job, check_frozen_state
-from .storage import AwardStore, NewAward
+from .storage.base import NewAward, Store
 
 logger = logging.getLogger("abadges")
 
@@ -114,7 +114,7 @@ class AwardFlow:
 
     def __init__(
         self,
-        store: AwardStore,
+        store: Store,
         callbacks: Sequence[AwardCallback],
         load_user: UserLoader,
         get_badge: Callable[[str], Badge],

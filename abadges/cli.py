@@ -180,8 +180,25 @@ def upgrade(as_json: bool) -> None:
     click.echo(f"The abadges tables of {url} are up to date.")
 
 
-# `abadges db current` (the schema revision a database is at) belongs here; it comes with the
-# Alembic migrations of issue 12, item 4.
+@db.command()
+@json_option
+def current(as_json: bool) -> None:
+    """The schema revision the database is at, and this version's.
+
+    Exit 0 when the database is at this version's revision; 1 when it needs
+    `abadges db upgrade` (one line saying so).
+    """
+    status = run(lambda registry: registry.migration_status())
+    url = obscure(badges.settings.database_url)
+    if as_json:
+        print_json({"database_url": url, "current": status.current, "head": status.head})
+    else:
+        click.echo(f"{url}: revision {status.current or 'none'} (this abadges: {status.head}).")
+    if not status.is_current:
+        raise click.ClickException(
+            f"The abadges tables of {url} are not at revision {status.head}: run "
+            "`abadges db upgrade`."
+        )
 
 
 @main.group()

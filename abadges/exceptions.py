@@ -4,6 +4,7 @@ Every error abadges raises on purpose derives from `AbadgesError`:
     AbadgesError
     ├── BadgeErrorGroup (also an ExceptionGroup)
     ├── ConfigurationError
+    │   └── SchemaError
     ├── NotConnectedError
     ├── BadgeDefinitionError
     │   └── BadgeAlreadyRegisteredError
@@ -50,6 +51,7 @@ __all__ = [
     "InvalidStateError",
     "NotConnectedError",
     "QueueUnavailableError",
+    "SchemaError",
     "is_transient",
 ]
 
@@ -132,6 +134,11 @@ class QueueUnavailableError(AbadgesError):
 class InvalidJobError(AbadgesError):
     """Raised in the worker when a queued payload is not an abadges job it can run (not JSON,
     another payload version, a missing or mistyped field). Nothing of it is executed."""
+
+
+class SchemaError(ConfigurationError):
+    """Raised when the database lacks abadges' tables: run `await badges.migrate()` or
+    `abadges db upgrade`. The message names the table and the database."""
 
 
 def is_transient(exc: BaseException) -> bool:

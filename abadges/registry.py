@@ -28,7 +28,8 @@ from .exceptions import (
 )
 from .jobs import Job, dumps, loads
 from .queue import JobQueue
-from .storage import AwardStore
+from .storage import open_store
+from .storage.base import MigrationStatus, Store
 from .users import UserRef, identify, identify_known
 
 logger = logging.getLogger("abadges")
@@ -53,7 +54,7 @@ class BadgeRegistry:
         self._callbacks: list[AwardCallback] = []
         self._overrides: dict[str, Any] = {}
         self._settings: Settings | None = None
-        self._store: AwardStore | None = None
+        self._store: Store | None = None
         self._flow: AwardFlow | None = None
         self._queue: JobQueue | None = None
         self._user_loader: UserLoader | None = None
@@ -145,7 +146,7 @@ class BadgeRegistry:
                 raise ConfigurationError(
                     f"user_loader {settings.user_loader!r} names {loader!r}, which is not callable."
                 )
-        store = AwardStore(settings.database_url, self._describe)
+        store = open_store(settings.database_url, self._describe)
         await store.connect()
         if settings.queue == "redis":
             self._queue = JobQueue(settings.redis_url, settings.queue_name)
@@ -172,12 +173,22 @@ class BadgeRegistry:
                 await self.disconnect()
 
     async def migrate(self) -> None:
-        """Bring the database's abadges tables up to this version's schema."""
-        await self._connected_store().create_tables()
+        """Bring the database's abadges tables up to this version's schema: run abadges'
+        Alembic migrations up to the latest (its version table is `abadges_alembic_version`).
+
+        Safe to call at every start, and from several processes at once: they take turns on a
+        lock, and the later ones find nothing to do. A table made by abadges 0.1 is upgraded in
+        place, its awards kept. See the migrations page of the docs."""
+        await self._connected_store().migrate()
 
     async def create_tables(self) -> None:
         """An alias of `migrate()`, kept from the first version."""
         await self.migrate()
+
+    async def migration_status(self) -> MigrationStatus:
+        """The database's abadges schema revision (`current`, None before the first
+        `migrate()`), and the latest this version of abadges has (`head`)."""
+        return await self._connected_store().migration_status()
 
     @property
     def database(self) -> databases.Database:
@@ -306,7 +317,7 @@ class BadgeRegistry:
         assert self._flow is not None
         return self._flow
 
-    def _connected_store(self) -> AwardStore:
+    def _connected_store(self) -> Store:
         if self._store is None:
             raise NotConnectedError(
                 "abadges is not connected: await badges.connect(), or use "

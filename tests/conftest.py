@@ -135,6 +135,11 @@ async def stored_rows(database_url: str, registry: BadgeRegistry) -> AsyncIterat
     await database.disconnect()
 
 
+def _text(value: str | bytes) -> str:
+    # The MySQL columns are VARBINARY (see abadges/tables.py) and come back as bytes.
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     seen = ", ".join(dict.fromkeys(exercised)) or "none"
     terminalreporter.write_line(f"abadges: databases exercised: {seen}")

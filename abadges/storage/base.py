@@ -1,0 +1,255 @@
+"""The store interface, the queries every database shares, and the records they return."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+import datetime
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+import databases
+import sqlalchemy as sa
+from databases.interfaces import Record
+
+from ..awards import Award
+from ..base import BadgeDetail
+from ..exceptions import ConfigurationError, SchemaError
+from ..tables import awards
+from . import _databases, _migrations
+
+UTC = datetime.UTC
+
+
+@dataclasses.dataclass(frozen=True)
+class NewAward:
+    """An award about to be recorded."""
+
+    user_id: str
+    slug: str
+    level: int
+    awarded_at: datetime.datetime
+    award_key: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationStatus:
+    """Where the database's abadges schema stands: `current` is the revision it is at (None
+    before the first `migrate()`, also for a table made by abadges 0.1's `create_tables()`),
+    `head` the revision this version of abadges upgrades to."""
+
+    current: str | None
+    head: str
+
+    @property
+    def is_current(self) -> bool:
+        """True when the database is at `head`: `migrate()` has nothing to do."""
+        return self.current == self.head
+
+
+Describe = Callable[[str, int], BadgeDetail | None]
+
+
+class Store(abc.ABC):
+    """Records and queries awards in one database; `describe` names the levels.
+
+    One subclass per database, chosen from the URL by `abadges.storage.open_store()`.
+    """
+
+    #: The database, as `databases.DatabaseURL.dialect` names it.
+    dialect: ClassVar[str]
+    #: The SQLAlchemy async driver Alembic uses, by the scheme of the `databases` URL.
+    alembic_drivers: ClassVar[Mapping[str, str]]
+
+    def __init__(self, url: databases.DatabaseURL, describe: Describe) -> None:
+        self.url = url
+        try:
+            self.database = databases.Database(url, **self.database_options())
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"The database URL {url.obscure_password!r} needs the driver {exc.name!r}, "
+                f"which is not installed: pip install 'abadges[{self.dialect}]'."
+            ) from exc
+        self._describe = describe
+
+    def database_options(self) -> dict[str, Any]:
+        """Keyword arguments for `databases.Database`, passed on to the driver's pool."""
+        return {}
+
+    async def connect(self) -> None:
+        await self.database.connect()
+
+    async def disconnect(self) -> None:
+        await self.database.disconnect()
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[databases.core.Connection]:
+        """A connection for one unit of work."""
+        # A Connection of its own, not the task's (database.connection()): when a release
+        # fails, on a connection the server ended, databases keeps the Connection marked
+        # acquired, and every later query through it fails with "Connection is already
+        # acquired" (encode/databases#416). The task's own would carry that to its next call.
+        async with _databases.new_connection(self.database) as connection:
+            yield connection
+
+    # Schema ---------------------------------------------------------------------------------------
+
+    async def migrate(self, revision: str = "head") -> None:
+        """Run abadges' Alembic migrations up to `revision`, holding the migration lock."""
+        await _migrations.run(self.alembic_url(), self.migration_lock, revision)
+
+    async def migration_status(self) -> MigrationStatus:
+        """The revision the database is at, and the one `migrate()` would bring it to."""
+        current = await _migrations.current(self.alembic_url())
+        return MigrationStatus(current=current, head=_migrations.head())
+
+    @contextlib.contextmanager
+    def migration_lock(self, connection: sa.Connection) -> Iterator[None]:
+        """Held while migrations run on `connection`, so that concurrent runs take turns.
+
+        Entered inside the transaction the migrations run in."""
+        yield
+
+    def alembic_url(self) -> sa.URL:
+        url = sa.make_url(str(self.url))
+        # databases reads its pool's sizes from the query string; the drivers would refuse them.
+        query = {k: v for k, v in url.query.items() if k not in _POOL_OPTIONS}
+        scheme = self.url.scheme
+        return url.set(drivername=self.alembic_drivers[scheme], query=query)
+
+    @abc.abstractmethod
+    def is_missing_table(self, exc: BaseException) -> bool:
+        """Does the driver's `exc` say that the awards table does not exist?"""
+
+    def schema_error(self) -> SchemaError:
+        return SchemaError(
+            f"The table {awards.name!r} does not exist in the database "
+            f"{self.url.obscure_password!r}: run `await badges.migrate()` or "
+            "`abadges db upgrade` to create it."
+        )
+
+    @contextlib.contextmanager
+    def translating_errors(self) -> Iterator[None]:
+        """Turn the driver's "no such table" into a `SchemaError` that says what to run."""
+        try:
+            yield
+        except Exception as exc:
+            if self.is_missing_table(exc):
+                raise self.schema_error() from exc
+            raise
+
+    # Awards ---------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def insert(self, new_awards: Sequence[NewAward]) -> list[Award]:
+        """Record `new_awards`, skipping those the unique constraint already holds. Returns the
+        awards recorded by this call."""
+
+    async def awards_for(self, user_id: str) -> list[Award]:
+        query = awards.select().where(awards.c.user_id == user_id)
+        return await self._fetch_awards(query.order_by(*_newest_first()))
+
+    async def count_for(self, user_id: str) -> int:
+        query = sa.select(sa.func.count()).where(awards.c.user_id == user_id)
+        async with self.connection() as connection:
+            with self.translating_errors():
+                return int(await connection.fetch_val(query))
+
+    async def holds(self, user_id: str, slug: str, level: int | None) -> bool:
+        query = sa.select(awards.c.id).where(
+            awards.c.user_id == user_id, *badge_filter(slug, level)
+        )
+        async with self.connection() as connection:
+            with self.translating_errors():
+                return await connection.fetch_one(query.limit(1)) is not None
+
+    async def holders(self, slug: str, level: int | None, limit: int, offset: int) -> list[Award]:
+        query = awards.select().where(*badge_filter(slug, level)).order_by(*_newest_first())
+        return await self._fetch_awards(query.limit(limit).offset(offset))
+
+    async def counts(self) -> dict[tuple[str, int], int]:
+        """How many awards each (slug, level) has, for those with at least one."""
+        query = sa.select(awards.c.slug, awards.c.level, sa.func.count()).group_by(
+            awards.c.slug, awards.c.level
+        )
+        async with self.connection() as connection:
+            with self.translating_errors():
+                rows = await connection.fetch_all(query)
+        return {(text(row[0]), int(row[1])): int(row[2]) for row in rows}
+
+    async def delete(self, user_id: str, slug: str, level: int | None) -> int:
+        """Delete the user's awards of a badge (of one level, if given); return how many."""
+        statement = awards.delete().where(awards.c.user_id == user_id, *badge_filter(slug, level))
+        async with self.connection() as connection:
+            with self.translating_errors():
+                # PostgreSQL answers execute() with None and SQLite with the last inserted id.
+                return len(await connection.fetch_all(statement.returning(awards.c.id)))
+
+    async def _fetch_awards(self, query: sa.Select[Any]) -> list[Award]:
+        async with self.connection() as connection:
+            with self.translating_errors():
+                return [self.award(record) for record in await connection.fetch_all(query)]
+
+    def award(self, record: Record | Mapping[str, Any]) -> Award:
+        """The `Award` of a row of the awards table."""
+        slug = text(record["slug"])
+        level = int(record["level"])
+        detail = self._describe(slug, level)
+        awarded_at: datetime.datetime = record["awarded_at"]
+        awarded_at = (
+            awarded_at.replace(tzinfo=UTC) if awarded_at.tzinfo is None else awarded_at
+        ).astimezone(UTC)
+        return Award(
+            id=int(record["id"]),
+            user_id=text(record["user_id"]),
+            slug=slug,
+            level=level,
+            name=detail.name if detail else None,
+            description=detail.description if detail else None,
+            awarded_at=awarded_at,
+        )
+
+    def recorded(self, award: NewAward, id: int) -> Award:
+        """The `Award` that inserting `award` recorded with `id`."""
+        detail = self._describe(award.slug, award.level)
+        return Award(
+            id=id,
+            user_id=award.user_id,
+            slug=award.slug,
+            level=award.level,
+            name=detail.name if detail else None,
+            description=detail.description if detail else None,
+            awarded_at=award.awarded_at.astimezone(UTC),
+        )
+
+
+def ordered(new_awards: Sequence[NewAward]) -> list[NewAward]:
+    """`new_awards` in the order every insert takes them."""
+    # A fixed order makes concurrent multi-row inserts take their row locks in the same
+    # order, so two events that award the same levels cannot deadlock each other.
+    return sorted(new_awards, key=lambda a: (a.slug, a.level, a.award_key))
+
+
+def text(value: str | bytes) -> str:
+    """A text column's value; the MySQL columns are VARBINARY (see tables.py): bytes."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+#: The columns an insert gives, in the order of its statement text.
+COLUMNS = ("user_id", "slug", "level", "awarded_at", "award_key")
+#: What the inserts of PostgreSQL and SQLite return: the id and the unique constraint's columns.
+RETURNING = "RETURNING id, user_id, slug, level, award_key"
+# The options databases takes from a URL's query string for its pools (databases.backends.*).
+_POOL_OPTIONS = frozenset({"min_size", "max_size", "pool_recycle"})
+
+
+def badge_filter(slug: str, level: int | None) -> list[sa.ColumnElement[bool]]:
+    conditions = [awards.c.slug == slug]
+    if level is not None:
+        conditions.append(awards.c.level == level)
+    return conditions
+
+
+def _newest_first() -> tuple[sa.UnaryExpression[Any], ...]:
+    return (awards.c.awarded_at.desc(), awards.c.id.desc())

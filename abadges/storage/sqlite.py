@@ -1,0 +1,107 @@
+"""The store for SQLite, over aiosqlite."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import functools
+import sqlite3
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import ClassVar
+
+import anyio
+import databases
+
+from ..awards import Award
+from ..tables import awards
+from . import _databases
+from .base import COLUMNS, RETURNING, Describe, NewAward, Store, ordered
+
+#: Rows per insert: 5 parameters each, under SQLite's oldest limit of 999.
+ROWS_PER_INSERT = 150
+
+
+class SQLiteStore(Store):
+    """Awards in an SQLite file, over one connection held while connected."""
+
+    dialect = "sqlite"
+    alembic_drivers: ClassVar[Mapping[str, str]] = {
+        "sqlite": "sqlite+aiosqlite",
+        "sqlite+aiosqlite": "sqlite+aiosqlite",
+    }
+
+    def __init__(self, url: databases.DatabaseURL, describe: Describe) -> None:
+        super().__init__(url, describe)
+        self._held: databases.core.Connection | None = None
+        self._held_lock = anyio.Lock()
+
+    async def connect(self) -> None:
+        await self.database.connect()
+        # databases' SQLite "pool" opens a new connection, and a new thread, for every unit of
+        # work, which costs more than the work: keep one open, one user at a time (SQLite
+        # writes one at a time anyway).
+        held = _databases.new_connection(self.database)
+        try:
+            await held.__aenter__()
+        except BaseException:
+            await self.database.disconnect()
+            raise
+        self._held = held
+
+    async def disconnect(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            await held.__aexit__()
+        await self.database.disconnect()
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[databases.core.Connection]:
+        """The held connection, one unit of work at a time."""
+        assert self._held is not None, "SQLiteStore.connection() before connect()"
+        async with self._held_lock:
+            yield self._held
+
+    async def insert(self, new_awards: Sequence[NewAward]) -> list[Award]:
+        if not new_awards:
+            return []
+        awards_in_order = ordered(new_awards)
+        records = []
+        async with self.connection() as connection:
+            for start in range(0, len(awards_in_order), ROWS_PER_INSERT):
+                chunk = awards_in_order[start : start + ROWS_PER_INSERT]
+                values = [value for award in chunk for value in _values(award)]
+                try:
+                    # One trip to aiosqlite's thread, not three (execute, fetch, close).
+                    records += await connection.raw_connection.execute_fetchall(
+                        _insert(len(chunk)), values
+                    )
+                except sqlite3.OperationalError as exc:
+                    if self.is_missing_table(exc):
+                        raise self.schema_error() from exc
+                    raise
+        ids = {(row[1], row[2], row[3], row[4]): int(row[0]) for row in records}
+        return [
+            self.recorded(award, ids[key])
+            for award in awards_in_order
+            if (key := (award.user_id, award.slug, award.level, award.award_key)) in ids
+        ]
+
+    def is_missing_table(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith(
+            f"no such table: {awards.name}"
+        )
+
+
+@functools.cache
+def _insert(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+    return (
+        f"INSERT INTO {awards.name} ({', '.join(COLUMNS)}) VALUES {values} "
+        f"ON CONFLICT DO NOTHING {RETURNING}"
+    )
+
+
+def _values(award: NewAward) -> tuple[str, str, int, str, str]:
+    # The text SQLAlchemy's SQLite DateTime stores, in UTC, so that its queries read it back.
+    at = award.awarded_at.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return (award.user_id, award.slug, award.level, at, award.award_key)

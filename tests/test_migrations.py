@@ -1,0 +1,334 @@
+"""abadges' Alembic migrations, on empty databases of each backend made for each test."""
+
+from __future__ import annotations
+
+import datetime
+import pathlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import databases
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.dialects import mysql
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from abadges import (
+    Badge,
+    BadgeAwarded,
+    BadgeRegistry,
+    ConfigurationError,
+    MigrationStatus,
+    SchemaError,
+)
+from abadges.storage import open_store
+from abadges.storage._migrations import VERSION_TABLE, config
+from abadges.storage.base import NewAward
+from abadges.tables import metadata
+
+UTC = datetime.UTC
+START = datetime.datetime(2024, 1, 1, tzinfo=UTC)
+
+
+class RankBadge(Badge):
+    slug = "rank"
+    levels = ["Bronze", "Silver", "Gold"]
+    events = ["ranked"]
+
+    def award(self, **state: Any) -> BadgeAwarded:
+        return BadgeAwarded(level=state["level"])
+
+
+class ThanksBadge(Badge):
+    slug = "thanks"
+    levels = ["Thanked"]
+    events = ["thanked"]
+    multiple = True
+
+    def award(self, **state: Any) -> BadgeAwarded:
+        return BadgeAwarded()
+
+
+@pytest.fixture
+async def empty_url(database_url: str, tmp_path: pathlib.Path) -> AsyncIterator[str]:
+    """A URL to a database of its own for this test, empty, of `database_url`'s backend."""
+    url = databases.DatabaseURL(database_url)
+    if url.dialect == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.sqlite3'}"
+        return
+    name = f"abadges_test_{uuid.uuid4().hex[:12]}"
+    async with databases.Database(url) as admin:
+        await admin.execute(f"CREATE DATABASE {name}")
+        try:
+            yield str(url.replace(database=name))
+        finally:
+            force = " WITH (FORCE)" if url.dialect == "postgresql" else ""
+            await admin.execute(f"DROP DATABASE {name}{force}")
+
+
+def _text(length: int) -> sa.types.TypeEngine[str]:
+    return sa.String(length).with_variant(mysql.VARBINARY(4 * length), "mysql", "mariadb")
+
+
+# The awards table exactly as abadges 0.1's tables.py declared it, frozen here: its
+# create_tables() made it with these statements, and no version table.
+FIRST_WAVE = sa.Table(
+    "abadges_awards",
+    sa.MetaData(),
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("user_id", _text(255), nullable=False),
+    sa.Column("slug", _text(100), nullable=False),
+    sa.Column("level", sa.SmallInteger(), nullable=False),
+    sa.Column(
+        "awarded_at",
+        sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb"),
+        nullable=False,
+    ),
+    sa.Column("award_key", _text(64), nullable=False, server_default=""),
+    sa.UniqueConstraint("user_id", "slug", "level", "award_key", name="abadges_awards_once"),
+    sa.Index("abadges_awards_user", "user_id", "awarded_at"),
+    sa.Index("abadges_awards_holders", "slug", "level", "awarded_at"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+
+async def create_first_wave_table(url: str) -> None:
+    async with databases.Database(url) as database:
+        await database.execute(CreateTable(FIRST_WAVE, if_not_exists=True))
+        for index in sorted(FIRST_WAVE.indexes, key=lambda index: str(index.name)):
+            await database.execute(CreateIndex(index))
+
+
+async def schema_differences(url: str) -> list[Any]:
+    """What Alembic's autogenerate finds between the database and `abadges.tables.metadata`."""
+    store = open_store(url, lambda slug, level: None)
+    engine = create_async_engine(store.alembic_url(), poolclass=sa.NullPool)
+
+    def compare(connection: sa.Connection) -> list[Any]:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        return list(compare_metadata(context, metadata))
+
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(compare)
+    finally:
+        await engine.dispose()
+
+
+async def tables(url: str) -> set[str]:
+    store = open_store(url, lambda slug, level: None)
+    engine = create_async_engine(store.alembic_url(), poolclass=sa.NullPool)
+    try:
+        async with engine.connect() as connection:
+            return set(await connection.run_sync(lambda c: sa.inspect(c).get_table_names()))
+    finally:
+        await engine.dispose()
+
+
+def connected(url: str) -> BadgeRegistry:
+    registry = BadgeRegistry()
+    registry.register(RankBadge)
+    registry.register(ThanksBadge)
+    registry.configure(database_url=url, queue="inline")
+    return registry
+
+
+async def test_migrate_creates_the_schema_of_tables_py(empty_url: str) -> None:
+    async with connected(empty_url).lifespan() as registry:
+        assert await registry.migration_status() == MigrationStatus(current=None, head="0001")
+        await registry.migrate()
+        status = await registry.migration_status()
+        assert (status.current, status.is_current) == ("0001", True)
+        [award] = await registry.possibly_award_badge("ranked", user="ana", level=2)
+        assert await registry.awards_for("ana") == [award]
+    assert await tables(empty_url) == {"abadges_awards", VERSION_TABLE}
+    assert await schema_differences(empty_url) == []
+
+
+async def test_a_first_wave_database_upgrades_in_place(empty_url: str) -> None:
+    await create_first_wave_table(empty_url)
+    # abadges 0.1's registry, in effect: it never migrates.
+    async with connected(empty_url).lifespan() as registry:
+        for day, (event, user, level) in enumerate(
+            [
+                ("ranked", "ana", 1),
+                ("thanked", "ana", 0),
+                ("ranked", "bo", 3),
+                ("thanked", "ana", 0),
+            ]
+        ):
+            at = START + datetime.timedelta(days=day)
+            await registry.possibly_award_badge(event, user=user, level=level, force_timestamp=at)
+        before = {user: await registry.awards_for(user) for user in ("ana", "bo")}
+        assert await registry.migration_status() == MigrationStatus(current=None, head="0001")
+    assert await tables(empty_url) == {"abadges_awards"}
+
+    async with connected(empty_url).lifespan() as registry:
+        await registry.migrate()
+        assert await registry.migration_status() == MigrationStatus(current="0001", head="0001")
+        assert {user: await registry.awards_for(user) for user in ("ana", "bo")} == before
+        await registry.migrate()  # A no-op the second time.
+        assert {user: await registry.awards_for(user) for user in ("ana", "bo")} == before
+        # The unique constraint still holds, and the ids go on.
+        assert await registry.possibly_award_badge("ranked", user="ana", level=1) == []
+        [new] = await registry.possibly_award_badge("ranked", user="ana", level=2)
+        assert new.id > max(award.id for awards in before.values() for award in awards)
+    assert await tables(empty_url) == {"abadges_awards", VERSION_TABLE}
+    assert await schema_differences(empty_url) == []
+
+
+async def test_a_first_wave_table_missing_an_index_gets_it(empty_url: str) -> None:
+    async with databases.Database(empty_url) as database:
+        await database.execute(CreateTable(FIRST_WAVE))
+        [user_index] = [i for i in FIRST_WAVE.indexes if i.name == "abadges_awards_user"]
+        await database.execute(CreateIndex(user_index))
+    [(action, index)] = await schema_differences(empty_url)
+    assert (action, index.name) == ("add_index", "abadges_awards_holders")
+    async with connected(empty_url).lifespan() as registry:
+        await registry.create_tables()  # The alias of migrate().
+    assert await schema_differences(empty_url) == []
+
+
+async def test_concurrent_migrations_take_turns(empty_url: str) -> None:
+    """Each registry migrates on connections of its own; without the lock, two of them would
+    both find no table and one of the CREATE TABLEs would fail."""
+    registries = [connected(empty_url) for _ in range(4)]
+    for registry in registries:
+        await registry.connect()
+    try:
+        async with anyio.create_task_group() as task_group:
+            for registry in registries:
+                task_group.start_soon(registry.migrate)
+        for registry in registries:
+            assert (await registry.migration_status()).is_current
+        assert len(await registries[0].possibly_award_badge("ranked", user="ana", level=1)) == 1
+    finally:
+        for registry in registries:
+            await registry.disconnect()
+    assert await schema_differences(empty_url) == []
+
+
+async def test_downgrade_to_base_removes_the_table(empty_url: str) -> None:
+    async with connected(empty_url).lifespan() as registry:
+        await registry.migrate()
+    store = open_store(empty_url, lambda slug, level: None)
+    engine = create_async_engine(store.alembic_url(), poolclass=sa.NullPool)
+
+    def downgrade(connection: sa.Connection) -> None:
+        with connection.begin():
+            command.downgrade(config(connection), "base")
+
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(downgrade)
+    finally:
+        await engine.dispose()
+    assert await tables(empty_url) == {VERSION_TABLE}
+    async with connected(empty_url).lifespan() as registry:
+        assert await registry.migration_status() == MigrationStatus(current=None, head="0001")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda r: r.possibly_award_badge("ranked", user="ana", level=1),
+        lambda r: r.possibly_award_badge("thanked", user="ana"),
+        lambda r: r.awards_for("ana"),
+        lambda r: r.badge_count("ana"),
+        lambda r: r.has_badge("ana", "rank"),
+        lambda r: r.holders("rank"),
+        lambda r: r.award_counts(),
+        lambda r: r.revoke("ana", "rank"),
+    ],
+)
+async def test_a_missing_table_says_to_migrate(empty_url: str, call: Any) -> None:
+    async with connected(empty_url).lifespan() as registry:
+        with pytest.raises(SchemaError) as caught:
+            await call(registry)
+    message = str(caught.value)
+    assert message == (
+        "The table 'abadges_awards' does not exist in the database "
+        f"{databases.DatabaseURL(empty_url).obscure_password!r}: run `await badges.migrate()` "
+        "or `abadges db upgrade` to create it."
+    )
+    assert isinstance(caught.value, ConfigurationError)
+    assert caught.value.__cause__ is not None
+    assert "abadges_awards" in str(caught.value.__cause__)
+
+
+def test_the_missing_table_error_obscures_the_password() -> None:
+    store = open_store("postgresql+asyncpg://app:secret@db.example/app", lambda s, level: None)
+    message = str(store.schema_error())
+    assert "'postgresql+asyncpg://app:********@db.example/app'" in message
+    assert "secret" not in message
+
+
+async def test_other_database_errors_pass_through(empty_url: str) -> None:
+    """A table of that name without abadges' columns: the driver's error, not SchemaError."""
+    async with databases.Database(empty_url) as database:
+        await database.execute("CREATE TABLE abadges_awards (id INTEGER PRIMARY KEY)")
+    async with connected(empty_url).lifespan() as registry:
+        store = registry._connected_store()
+        for call in (
+            store.insert([NewAward("ana", "rank", 1, START)]),
+            registry.badge_count("ana"),
+        ):
+            with pytest.raises(Exception) as caught:
+                await call
+            assert not isinstance(caught.value, SchemaError)
+            assert "user_id" in str(caught.value)
+
+
+@pytest.mark.parametrize("database_url", ["mysql"], indirect=True)
+async def test_a_held_mysql_migration_lock_times_out(empty_url: str) -> None:
+    async with databases.Database(empty_url) as other, other.connection() as connection:
+        assert await connection.fetch_val("SELECT GET_LOCK('abadges_migrations', 0)") == 1
+        async with connected(empty_url).lifespan() as registry:
+            registry._connected_store().migration_lock_timeout = 1  # type: ignore[attr-defined]
+            with pytest.raises(TimeoutError, match="held the migration lock 'abadges_migrations'"):
+                await registry.migrate()
+            assert (await registry.migration_status()).current is None
+        await connection.execute("SELECT RELEASE_LOCK('abadges_migrations')")
+
+
+def test_alembic_urls_use_the_async_drivers_without_pool_options() -> None:
+    cases = {
+        "postgresql://u:p@h/db?min_size=1&max_size=3&ssl=disable": (
+            "postgresql+asyncpg://u:p@h/db?ssl=disable"
+        ),
+        "postgres://u@h/db": "postgresql+asyncpg://u@h/db",
+        "mysql+asyncmy://u@h/db?pool_recycle=60": "mysql+asyncmy://u@h/db",
+        "sqlite+aiosqlite:///a.sqlite3": "sqlite+aiosqlite:///a.sqlite3",
+    }
+    for database_url, expected in cases.items():
+        url = open_store(database_url, lambda s, level: None).alembic_url()
+        assert url.render_as_string(hide_password=False) == expected
+
+
+def test_the_migrations_refuse_to_run_from_the_alembic_command() -> None:
+    with pytest.raises(RuntimeError, match=r"run through `await badges\.migrate\(\)`"):
+        command.upgrade(config(), "head")
+
+
+async def test_one_process_migrates_several_databases_at_once(tmp_path: pathlib.Path) -> None:
+    """Alembic's `context` and `op` are module-wide: runs in one process take turns."""
+    urls = [f"sqlite+aiosqlite:///{tmp_path / f'{n}.sqlite3'}" for n in range(4)]
+    registries = [connected(url) for url in urls]
+    for registry in registries:
+        await registry.connect()
+    try:
+        async with anyio.create_task_group() as task_group:
+            for registry in registries:
+                task_group.start_soon(registry.migrate)
+        for registry in registries:
+            assert (await registry.migration_status()).is_current
+    finally:
+        for registry in registries:
+            await registry.disconnect()
