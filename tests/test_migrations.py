@@ -20,8 +20,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from abadges import (
-    Badge,
-    BadgeAwarded,
     BadgeRegistry,
     ConfigurationError,
     MigrationStatus,
@@ -31,28 +29,10 @@ from abadges.storage import open_store
 from abadges.storage._migrations import VERSION_TABLE, config
 from abadges.storage.base import NewAward
 from abadges.tables import metadata
+from tests.support.badges import RankBadge, ThanksBadge
 
 UTC = datetime.UTC
 START = datetime.datetime(2024, 1, 1, tzinfo=UTC)
-
-
-class RankBadge(Badge):
-    slug = "rank"
-    levels = ["Bronze", "Silver", "Gold"]
-    events = ["ranked"]
-
-    def award(self, **state: Any) -> BadgeAwarded:
-        return BadgeAwarded(level=state["level"])
-
-
-class ThanksBadge(Badge):
-    slug = "thanks"
-    levels = ["Thanked"]
-    events = ["thanked"]
-    multiple = True
-
-    def award(self, **state: Any) -> BadgeAwarded:
-        return BadgeAwarded()
 
 
 @pytest.fixture

@@ -8,9 +8,6 @@ import pytest
 import sqlalchemy as sa
 
 from abadges import (
-    Badge,
-    BadgeAwarded,
-    BadgeDetail,
     BadgeNotRegisteredError,
     BadgeRegistry,
     ConfigurationError,
@@ -20,30 +17,10 @@ from abadges import (
 )
 from abadges.storage import open_store
 from abadges.tables import awards, metadata
+from tests.support.badges import RankBadge, ThanksBadge
 
 DAY = datetime.timedelta(days=1)
 START = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
-
-
-class RankBadge(Badge):
-    """Awards the level given in the event's state."""
-
-    slug = "rank"
-    levels = ["Bronze", "Silver", BadgeDetail("Gold", "The best")]
-    events = ["ranked"]
-
-    def award(self, **state: Any) -> BadgeAwarded:
-        return BadgeAwarded(level=state["level"])
-
-
-class ThanksBadge(Badge):
-    slug = "thanks"
-    levels = ["Thanked"]
-    events = ["thanked"]
-    multiple = True
-
-    def award(self, **state: Any) -> BadgeAwarded:
-        return BadgeAwarded()
 
 
 @pytest.fixture

@@ -210,6 +210,16 @@ class Store(abc.ABC):
             awarded_at=awarded_at,
         )
 
+    def returned(self, new_awards: Sequence[NewAward], rows: Sequence[Any]) -> list[Award]:
+        """The awards of `new_awards` that an insert's `RETURNING id, user_id, slug, level,
+        award_key` rows say it recorded, in the order of `new_awards`."""
+        ids = {(row[1], row[2], row[3], row[4]): int(row[0]) for row in rows}
+        return [
+            self.recorded(award, ids[key])
+            for award in new_awards
+            if (key := (award.user_id, award.slug, award.level, award.award_key)) in ids
+        ]
+
     def recorded(self, award: NewAward, id: int) -> Award:
         """The `Award` that inserting `award` recorded with `id`."""
         detail = self._describe(award.slug, award.level)

@@ -49,21 +49,12 @@ class PostgreSQLStore(Store):
             return []
         awards_in_order = ordered(new_awards)
         columns = [[getattr(a, name) for a in awards_in_order] for name in COLUMNS]
-        try:
+        with self.translating_errors():
             # The pool is asyncpg's own, without databases' per-task connection bookkeeping
             # around it: the insert is the whole unit of work.
             async with _databases.asyncpg_pool(self.database).acquire() as raw:
                 records = await raw.fetch(INSERT, *columns)
-        except Exception as exc:
-            if self.is_missing_table(exc):
-                raise self.schema_error() from exc
-            raise
-        ids = {(row[1], row[2], row[3], row[4]): int(row[0]) for row in records}
-        return [
-            self.recorded(award, ids[key])
-            for award in awards_in_order
-            if (key := (award.user_id, award.slug, award.level, award.award_key)) in ids
-        ]
+        return self.returned(awards_in_order, records)
 
     def is_missing_table(self, exc: BaseException) -> bool:
         return getattr(exc, "sqlstate", None) == UNDEFINED_TABLE

@@ -70,21 +70,12 @@ class SQLiteStore(Store):
             for start in range(0, len(awards_in_order), ROWS_PER_INSERT):
                 chunk = awards_in_order[start : start + ROWS_PER_INSERT]
                 values = [value for award in chunk for value in _values(award)]
-                try:
+                with self.translating_errors():
                     # One trip to aiosqlite's thread, not three (execute, fetch, close).
                     records += await connection.raw_connection.execute_fetchall(
                         _insert(len(chunk)), values
                     )
-                except sqlite3.OperationalError as exc:
-                    if self.is_missing_table(exc):
-                        raise self.schema_error() from exc
-                    raise
-        ids = {(row[1], row[2], row[3], row[4]): int(row[0]) for row in records}
-        return [
-            self.recorded(award, ids[key])
-            for award in awards_in_order
-            if (key := (award.user_id, award.slug, award.level, award.award_key)) in ids
-        ]
+        return self.returned(awards_in_order, records)
 
     def is_missing_table(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith(
