@@ -17,7 +17,10 @@ from ..awards import Award
 from ..base import BadgeDetail
 from ..exceptions import ConfigurationError, SchemaError
 from ..tables import awards
-from . import _databases, _migrations
+from ._databases import new_connection
+from ._migrations import current as current_revision
+from ._migrations import head as head_revision
+from ._migrations import run as run_migrations
 
 UTC = datetime.UTC
 
@@ -90,19 +93,19 @@ class Store(abc.ABC):
         # fails, on a connection the server ended, databases keeps the Connection marked
         # acquired, and every later query through it fails with "Connection is already
         # acquired" (encode/databases#416). The task's own would carry that to its next call.
-        async with _databases.new_connection(self.database) as connection:
+        async with new_connection(self.database) as connection:
             yield connection
 
     # Schema ---------------------------------------------------------------------------------------
 
     async def migrate(self, revision: str = "head") -> None:
         """Run abadges' Alembic migrations up to `revision`, holding the migration lock."""
-        await _migrations.run(self.alembic_url(), self.migration_lock, revision)
+        await run_migrations(self.alembic_url(), self.migration_lock, revision)
 
     async def migration_status(self) -> MigrationStatus:
         """The revision the database is at, and the one `migrate()` would bring it to."""
-        current = await _migrations.current(self.alembic_url())
-        return MigrationStatus(current=current, head=_migrations.head())
+        current = await current_revision(self.alembic_url())
+        return MigrationStatus(current=current, head=head_revision())
 
     @contextlib.contextmanager
     def migration_lock(self, connection: sa.Connection) -> Iterator[None]:

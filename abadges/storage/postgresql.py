@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from ..awards import Award
 from ..tables import awards
-from . import _databases
+from ._databases import asyncpg_pool
 from .base import COLUMNS, RETURNING, NewAward, Store, ordered
 
 #: The key of the advisory lock migrations take: "abadges" in ASCII.
@@ -52,7 +52,7 @@ class PostgreSQLStore(Store):
         with self.translating_errors():
             # The pool is asyncpg's own, without databases' per-task connection bookkeeping
             # around it: the insert is the whole unit of work.
-            async with _databases.asyncpg_pool(self.database).acquire() as raw:
+            async with asyncpg_pool(self.database).acquire() as raw:
                 records = await raw.fetch(INSERT, *columns)
         return self.returned(awards_in_order, records)
 

@@ -14,7 +14,7 @@ import databases
 
 from ..awards import Award
 from ..tables import awards
-from . import _databases
+from ._databases import new_connection
 from .base import COLUMNS, RETURNING, Describe, NewAward, Store, ordered
 
 #: Rows per insert: 5 parameters each, under SQLite's oldest limit of 999.
@@ -40,7 +40,7 @@ class SQLiteStore(Store):
         # databases' SQLite "pool" opens a new connection, and a new thread, for every unit of
         # work, which costs more than the work: keep one open, one user at a time (SQLite
         # writes one at a time anyway).
-        held = _databases.new_connection(self.database)
+        held = new_connection(self.database)
         try:
             await held.__aenter__()
         except BaseException:
