@@ -216,27 +216,34 @@ def check(pid: int | None, host: str | None, as_json: bool) -> None:
     Exit 0 when a worker of the queue on this host (or --host), or the worker process --pid,
     has refreshed its health key lately; exit 1 when none has: it died or is stuck.
     """
+    settings = badges.settings
+    # Reading and printing happen in one coroutine, as in `queue` (coveragepy#1671).
+    anyio.run(show_live, settings.redis_url, settings.queue_name, host, pid, as_json)
+
+
+async def show_live(
+    redis_url: str, queue_name: str, host: str | None, pid: int | None, as_json: bool
+) -> None:
     # Imported here: abadges.worker builds the worker's settings when it is imported.
     from .worker import health_key, live_workers
 
-    settings = badges.settings
     try:
-        live = anyio.run(live_workers, settings.redis_url, settings.queue_name, host, pid)
+        live = await live_workers(redis_url, queue_name, host, pid)
     except (OSError, RedisError) as exc:
         raise click.ClickException(
-            f"Redis at {obscure(settings.redis_url)} cannot be reached: {describe(exc)}."
+            f"Redis at {obscure(redis_url)} cannot be reached: {describe(exc)}."
         ) from exc
     if as_json:
-        print_json({"queue_name": settings.queue_name, "live": live})
+        print_json({"queue_name": queue_name, "live": live})
     elif live:
         pids = ", ".join(str(w["pid"]) for w in live)
-        click.echo(f"Live workers of queue {settings.queue_name!r}: {pids}.")
+        click.echo(f"Live workers of queue {queue_name!r}: {pids}.")
     if not live:
-        key = health_key(settings.queue_name, host, pid)
+        key = health_key(queue_name, host, pid)
         which = f"process {pid}" if pid is not None else "any process"
         where = key.rpartition(":")[0].rpartition(":")[2]
         raise click.ClickException(
-            f"No live worker of queue {settings.queue_name!r} on host {where!r} ({which}): its "
+            f"No live worker of queue {queue_name!r} on host {where!r} ({which}): its "
             "health key has lapsed, so the worker has stopped, died or is stuck."
         )
 

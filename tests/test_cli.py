@@ -442,13 +442,15 @@ async def test_queue_of_an_empty_queue(cli: Cli, redis_url: str, queue_name: str
     assert data["oldest_queued_seconds"] is None
 
 
+@pytest.mark.parametrize("command", [["queue"], ["worker", "check"]])
 @pytest.mark.parametrize("server", ["refused", "silent"])
-async def test_queue_with_redis_unreachable_is_a_user_error_within_seconds(
-    cli: Cli, server: str, silent_port: int
+async def test_redis_unreachable_is_a_user_error_within_seconds(
+    cli: Cli, server: str, silent_port: int, command: list[str]
 ) -> None:
     port = free_port() if server == "refused" else silent_port
     started = time.monotonic()
-    line = (await cli("--redis-url", f"redis://:secret@127.0.0.1:{port}", "queue")).error_line()
+    url = f"redis://:secret@127.0.0.1:{port}"
+    line = (await cli("--redis-url", url, *command)).error_line()
     assert time.monotonic() - started < 5
     assert line.startswith(f"Redis at redis://:***@127.0.0.1:{port} cannot be reached: ")
     assert "secret" not in line

@@ -609,6 +609,35 @@ def test_the_password_of_a_url_is_obscured() -> None:
         obscure("postgresql+asyncpg://app:secret@db/app") == "postgresql+asyncpg://app:***@db/app"
     )
     assert obscure("redis://host:6379") == "redis://host:6379"
+    assert obscure("redis:/:pw@host") == "redis::***@host"
+    assert obscure("pw@host") == "***@host"
+    assert obscure("http://:p@ss/w:rd@host") == "http://:***@host"
+
+
+async def test_a_heartbeat_that_cannot_reach_redis_is_logged_and_goes_on(
+    database_url: str,
+    redis_server: RedisServer,
+    queue_name: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = BadgeRegistry()
+    registry.configure(database_url=database_url, redis_url=redis_server.url, queue_name=queue_name)
+    registry.register(SeenBadge)
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    settings = worker_settings(registry, health_interval=0.05)
+    ctx: dict[str, Any] = {"redis": client}
+    try:
+        await settings["on_startup"](ctx)
+        await redis_server.stop()
+        with caplog.at_level(logging.WARNING, logger="abadges.worker"):
+            await anyio.sleep(0.3)
+        assert "Could not refresh the health key abadges:worker:" in caplog.text
+        await redis_server.start()
+        await anyio.sleep(0.2)  # It beats again once Redis is back.
+        assert len(await live_workers(redis_server.url, queue_name)) == 1
+        await settings["on_shutdown"](ctx)
+    finally:
+        await client.aclose()
 
 
 async def test_the_hooks_wrap_the_users_own(
