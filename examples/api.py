@@ -75,10 +75,9 @@ async def badge_list() -> list[dict[str, Any]]:
     """`GET /badges`: every badge, each level with its name, description and award count."""
     counts = await badges.award_counts()
     listing = []
-    for slug, per_level in counts.items():
-        badge = badges.get_badge(slug)
+    for slug, badge in badges.registered.items():
         levels = []
-        for level, awarded in per_level.items():
+        for level, awarded in counts[slug].items():
             detail = badge.detail(level)
             levels.append(
                 {
