@@ -177,6 +177,17 @@ async def fire(events: list[Event], concurrency: int, patience: float) -> dict[s
         for event in pending:  # Shared by the callers: each event is taken once.
             retries += await deliver(registry, event, patience)
 
+    # An app that starts while the database is down (a fault that struck before this process
+    # was up) waits for it, as a supervised app restarting would.
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            await registry.connect()
+            break
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() > deadline:
+                raise
+            await anyio.sleep(0.2)
     async with registry.lifespan():
         async with anyio.create_task_group() as task_group:
             for _ in range(concurrency):
