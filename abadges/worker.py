@@ -318,11 +318,16 @@ async def award(ctx: dict[str, Any], payload: object) -> int:
         raise
     # Each kind of failure is logged for at most LOGGED badges: a poison job naming thousands
     # of badges makes a few log lines, not thousands of tracebacks.
-    skew: list[Exception] = [
-        e for e in failures.exceptions if isinstance(e, BadgeNotRegisteredError)
-    ]
-    transient = [e for e in failures.exceptions if is_transient(e)]
-    final = [e for e in failures.exceptions if e not in skew and e not in transient]
+    skew: list[Exception] = []
+    transient: list[Exception] = []
+    final: list[Exception] = []
+    for error in failures.exceptions:  # One pass: a poison job may hold thousands.
+        if isinstance(error, BadgeNotRegisteredError):
+            skew.append(error)
+        elif is_transient(error):
+            transient.append(error)
+        else:
+            final.append(error)
     for error in final[:LOGGED]:
         logger.error(
             "Job %s failed and is not retried: %s: %s (%s)",
