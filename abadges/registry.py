@@ -306,9 +306,20 @@ class BadgeRegistry:
         }
 
     async def revoke(self, user: Any, slug: str, level: int | None = None) -> int:
-        """Remove the user's awards of badge `slug` (of `level`, if given); return how many."""
+        """Take away the user's awards of badge `slug` (of `level`, if given); return how many.
+
+        A badge held once can be earned again afterwards. A revoked award of a `multiple`
+        badge stays revoked: calling again with the `event_key` that gave it, or running its
+        job again, does not bring it back.
+        """
         self._check_badge(slug, level)
-        return await self._connected_store().delete(self._identify(user), slug, level)
+        return await self._connected_store().revoke(
+            self._identify(user),
+            slug,
+            level,
+            datetime.datetime.now(datetime.UTC),
+            keep_keys=self._badges[slug].multiple,
+        )
 
     # Helpers ------------------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
@@ -24,6 +26,11 @@ def _text(length: int) -> sa.types.TypeEngine[str]:
     return sa.String(length).with_variant(mysql.VARBINARY(4 * length), "mysql", "mariadb")
 
 
+def _datetime() -> sa.types.TypeEngine[datetime.datetime]:
+    # In UTC; MySQL's DATETIME has no zone, and keeps seconds only unless told otherwise.
+    return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
 awards = sa.Table(
     "abadges_awards",
     metadata,
@@ -31,18 +38,18 @@ awards = sa.Table(
     sa.Column("user_id", _text(MAX_USER_ID_LENGTH), nullable=False),
     sa.Column("slug", _text(MAX_SLUG_LENGTH), nullable=False),
     sa.Column("level", sa.SmallInteger(), nullable=False),
-    sa.Column(
-        "awarded_at",
-        sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb"),
-        nullable=False,
-    ),
+    sa.Column("awarded_at", _datetime(), nullable=False),
     # Empty for badges held once; one key per event for `multiple` badges, so that the unique
     # constraint below also makes a replayed event record nothing twice.
     sa.Column("award_key", _text(AWARD_KEY_LENGTH), nullable=False, server_default=""),
+    # Set when a `multiple` badge's award is revoked: the row stays, so that its key stays
+    # taken and a retried event or a job run again cannot bring the award back. Revoking a
+    # badge held once deletes the row instead, so that it can be earned again.
+    sa.Column("revoked_at", _datetime(), nullable=True),
     sa.UniqueConstraint("user_id", "slug", "level", "award_key", name="abadges_awards_once"),
     sa.Index("abadges_awards_user", "user_id", "awarded_at"),
     sa.Index("abadges_awards_holders", "slug", "level", "awarded_at"),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )
-"""The awards table: one row per award held."""
+"""The awards table: one row per award held, and one per revoked award of a `multiple` badge."""

@@ -33,6 +33,7 @@ from tests.support.badges import RankBadge, ThanksBadge
 
 UTC = datetime.UTC
 START = datetime.datetime(2024, 1, 1, tzinfo=UTC)
+DAY = datetime.timedelta(days=1)
 
 
 @pytest.fixture
@@ -122,10 +123,10 @@ def connected(url: str) -> BadgeRegistry:
 
 async def test_migrate_creates_the_schema_of_tables_py(empty_url: str) -> None:
     async with connected(empty_url).lifespan() as registry:
-        assert await registry.migration_status() == MigrationStatus(current=None, head="0001")
+        assert await registry.migration_status() == MigrationStatus(current=None, head="0002")
         await registry.migrate()
         status = await registry.migration_status()
-        assert (status.current, status.is_current) == ("0001", True)
+        assert (status.current, status.is_current) == ("0002", True)
         [award] = await registry.possibly_award_badge("ranked", user="ana", level=2)
         assert await registry.awards_for("ana") == [award]
     assert await tables(empty_url) == {"abadges_awards", VERSION_TABLE}
@@ -134,33 +135,73 @@ async def test_migrate_creates_the_schema_of_tables_py(empty_url: str) -> None:
 
 async def test_a_first_wave_database_upgrades_in_place(empty_url: str) -> None:
     await create_first_wave_table(empty_url)
-    # abadges 0.1's registry, in effect: it never migrates.
-    async with connected(empty_url).lifespan() as registry:
-        for day, (event, user, level) in enumerate(
-            [
-                ("ranked", "ana", 1),
-                ("thanked", "ana", 0),
-                ("ranked", "bo", 3),
-                ("thanked", "ana", 0),
-            ]
-        ):
+    # What abadges 0.1 recorded: it never migrated.
+    rows = [
+        ("ana", "rank", 1, ""),
+        ("ana", "thanks", 1, "k1"),
+        ("bo", "rank", 3, ""),
+        ("ana", "thanks", 1, "k2"),
+    ]
+    async with databases.Database(empty_url) as database:
+        for day, (user, slug, level, key) in enumerate(rows):
             at = START + datetime.timedelta(days=day)
-            await registry.possibly_award_badge(event, user=user, level=level, force_timestamp=at)
-        before = {user: await registry.awards_for(user) for user in ("ana", "bo")}
-        assert await registry.migration_status() == MigrationStatus(current=None, head="0001")
+            values = {"user_id": user, "slug": slug, "level": level, "award_key": key}
+            await database.execute(FIRST_WAVE.insert().values(awarded_at=at, **values))
+    async with connected(empty_url).lifespan() as registry:
+        assert await registry.migration_status() == MigrationStatus(current=None, head="0002")
     assert await tables(empty_url) == {"abadges_awards"}
 
     async with connected(empty_url).lifespan() as registry:
         await registry.migrate()
-        assert await registry.migration_status() == MigrationStatus(current="0001", head="0001")
-        assert {user: await registry.awards_for(user) for user in ("ana", "bo")} == before
+        assert await registry.migration_status() == MigrationStatus(current="0002", head="0002")
+        found = {
+            user: [(a.slug, a.level, a.awarded_at) for a in await registry.awards_for(user)]
+            for user in ("ana", "bo")
+        }
+        assert found == {
+            "ana": [
+                ("thanks", 1, START + 3 * DAY),
+                ("thanks", 1, START + DAY),
+                ("rank", 1, START),
+            ],
+            "bo": [("rank", 3, START + 2 * DAY)],
+        }
         await registry.migrate()  # A no-op the second time.
-        assert {user: await registry.awards_for(user) for user in ("ana", "bo")} == before
+        assert await registry.badge_count("ana") == 3
         # The unique constraint still holds, and the ids go on.
         assert await registry.possibly_award_badge("ranked", user="ana", level=1) == []
         [new] = await registry.possibly_award_badge("ranked", user="ana", level=2)
-        assert new.id > max(award.id for awards in before.values() for award in awards)
+        assert new.id > len(rows)
     assert await tables(empty_url) == {"abadges_awards", VERSION_TABLE}
+    assert await schema_differences(empty_url) == []
+
+
+async def test_a_database_at_0001_upgrades_keeping_its_awards(empty_url: str) -> None:
+    async with connected(empty_url).lifespan() as registry:
+        await registry._connected_store().migrate("0001")
+        # This version's queries need revision 0002: they say so.
+        with pytest.raises(SchemaError, match="it has no column 'revoked_at'"):
+            await registry.awards_for("ana")
+        with pytest.raises(SchemaError, match="older than this version of abadges"):
+            await registry.revoke("ana", "thanks")
+    async with databases.Database(empty_url) as database:
+        values = {"user_id": "ana", "slug": "thanks", "level": 1, "award_key": "k1"}
+        await database.execute(FIRST_WAVE.insert().values(awarded_at=START, **values))
+        if databases.DatabaseURL(empty_url).dialect == "sqlite":
+            # abadges 0.2.0's SQLite store wrote years before 1000 without leading zeros.
+            await database.execute(
+                "INSERT INTO abadges_awards (user_id, slug, level, awarded_at, award_key) "
+                "VALUES ('ana', 'thanks', 1, '999-01-01 08:30:00.000000', 'k0')"
+            )
+    async with connected(empty_url).lifespan() as registry:
+        await registry.migrate()
+        found = [a.awarded_at for a in await registry.awards_for("ana")]
+        early = datetime.datetime(999, 1, 1, 8, 30, tzinfo=UTC)
+        sqlite = databases.DatabaseURL(empty_url).dialect == "sqlite"
+        assert found == ([START, early] if sqlite else [START])
+        assert await registry.revoke("ana", "thanks") == len(found)
+        # Revoked, and the keys stay taken.
+        assert await registry.badge_count("ana") == 0
     assert await schema_differences(empty_url) == []
 
 
@@ -169,8 +210,11 @@ async def test_a_first_wave_table_missing_an_index_gets_it(empty_url: str) -> No
         await database.execute(CreateTable(FIRST_WAVE))
         [user_index] = [i for i in FIRST_WAVE.indexes if i.name == "abadges_awards_user"]
         await database.execute(CreateIndex(user_index))
-    [(action, index)] = await schema_differences(empty_url)
-    assert (action, index.name) == ("add_index", "abadges_awards_holders")
+    differences = await schema_differences(empty_url)
+    assert [(d[0], d[-1].name) for d in differences] == [
+        ("add_column", "revoked_at"),
+        ("add_index", "abadges_awards_holders"),
+    ]
     async with connected(empty_url).lifespan() as registry:
         await registry.create_tables()  # The alias of migrate().
     assert await schema_differences(empty_url) == []
@@ -212,7 +256,7 @@ async def test_downgrade_to_base_removes_the_table(empty_url: str) -> None:
         await engine.dispose()
     assert await tables(empty_url) == {VERSION_TABLE}
     async with connected(empty_url).lifespan() as registry:
-        assert await registry.migration_status() == MigrationStatus(current=None, head="0001")
+        assert await registry.migration_status() == MigrationStatus(current=None, head="0002")
 
 
 @pytest.mark.parametrize(

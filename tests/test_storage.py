@@ -4,6 +4,7 @@ import datetime
 import sqlite3
 from typing import Any
 
+import anyio
 import pytest
 import sqlalchemy as sa
 
@@ -162,6 +163,7 @@ def test_metadata_describes_the_awards_table() -> None:
         "level",
         "awarded_at",
         "award_key",
+        "revoked_at",
     ]
     [unique] = [
         c
@@ -263,3 +265,58 @@ async def test_disconnecting_a_store_never_connected_does_nothing(database_url: 
     store = open_store(database_url, lambda slug, level: None)
     await store.disconnect()
     assert not store.database.is_connected
+
+
+@pytest.mark.parametrize("year", [1, 99, 999, 1000])
+async def test_awards_of_any_year_read_back_in_order(registry: BadgeRegistry, year: int) -> None:
+    registry.register(RankBadge)
+    early = datetime.datetime(year, 1, 1, 8, 30, tzinfo=datetime.UTC)
+    for level, at in [(1, START), (2, early), (3, START + DAY)]:
+        await registry.possibly_award_badge("ranked", user="ana", level=level, force_timestamp=at)
+    found = [(a.level, a.awarded_at) for a in await registry.awards_for("ana")]
+    assert found == [(3, START + DAY), (1, START), (2, early)]
+    assert [a.level for a in await registry.holders("rank")] == [3, 1, 2]
+
+
+async def test_a_revoked_award_key_stays_revoked(registry: BadgeRegistry) -> None:
+    registry.register(ThanksBadge)
+    announced: list[str] = []
+    registry.on_award(lambda award: announced.append(award.user_id))
+    assert len(await registry.possibly_award_badge("thanked", user="ana", event_key="1")) == 1
+    assert await registry.revoke("ana", "thanks") == 1
+    # The same event again (a retry, a job run twice): nothing comes back, nothing announced.
+    assert await registry.possibly_award_badge("thanked", user="ana", event_key="1") == []
+    assert announced == ["ana"]
+    assert not await registry.has_badge("ana", "thanks")
+    assert (await registry.badge_count("ana"), await registry.awards_for("ana")) == (0, [])
+    assert await registry.holders("thanks") == []
+    assert await registry.award_counts() == {"thanks": {1: 0}}
+    assert await registry.revoke("ana", "thanks") == 0
+    # Another occurrence of the event awards again, and that award can be revoked in turn.
+    [again] = await registry.possibly_award_badge("thanked", user="ana", event_key="2")
+    assert await registry.awards_for("ana") == [again]
+    assert await registry.revoke("ana", "thanks") == 1
+
+
+async def test_revokes_racing_retries_of_the_same_event(registry: BadgeRegistry) -> None:
+    """A retried event never brings back an award revoked before or while it runs."""
+    registry.register(ThanksBadge)
+    announced: list[int] = []
+    registry.on_award(lambda award: announced.append(award.id))
+    revoked = 0
+
+    async def retry() -> None:
+        await registry.possibly_award_badge("thanked", user="ana", event_key="1")
+
+    async def revoke() -> None:
+        nonlocal revoked
+        count = await registry.revoke("ana", "thanks")
+        revoked += count
+
+    for _ in range(20):
+        async with anyio.create_task_group() as group:
+            for task in [retry] * 10 + [revoke] * 3:
+                group.start_soon(task)
+    assert len(announced) == 1
+    assert revoked == 1
+    assert not await registry.has_badge("ana", "thanks")

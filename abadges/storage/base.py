@@ -125,6 +125,10 @@ class Store(abc.ABC):
     def is_missing_table(self, exc: BaseException) -> bool:
         """Does the driver's `exc` say that the awards table does not exist?"""
 
+    @abc.abstractmethod
+    def is_missing_column(self, exc: BaseException) -> bool:
+        """Does the driver's `exc` say that a column does not exist?"""
+
     def schema_error(self) -> SchemaError:
         return SchemaError(
             f"The table {awards.name!r} does not exist in the database "
@@ -132,14 +136,26 @@ class Store(abc.ABC):
             "`abadges db upgrade` to create it."
         )
 
+    def outdated_schema_error(self, column: str) -> SchemaError:
+        return SchemaError(
+            f"The table {awards.name!r} of the database {self.url.obscure_password!r} is older "
+            f"than this version of abadges: it has no column {column!r}. Run "
+            "`await badges.migrate()` or `abadges db upgrade` before this version starts."
+        )
+
     @contextlib.contextmanager
     def translating_errors(self) -> Iterator[None]:
-        """Turn the driver's "no such table" into a `SchemaError` that says what to run."""
+        """Turn the driver's "no such table", and "no such column" for a column that a later
+        revision added, into a `SchemaError` that says what to run."""
         try:
             yield
         except Exception as exc:
             if self.is_missing_table(exc):
                 raise self.schema_error() from exc
+            if self.is_missing_column(exc):
+                for column in ADDED_COLUMNS:
+                    if column in str(exc):
+                        raise self.outdated_schema_error(column) from exc
             raise
 
     # Awards ---------------------------------------------------------------------------------------
@@ -150,11 +166,11 @@ class Store(abc.ABC):
         awards recorded by this call."""
 
     async def awards_for(self, user_id: str) -> list[Award]:
-        query = awards.select().where(awards.c.user_id == user_id)
+        query = awards.select().where(awards.c.user_id == user_id, HELD)
         return await self._fetch_awards(query.order_by(*_newest_first()))
 
     async def count_for(self, user_id: str) -> int:
-        query = sa.select(sa.func.count()).where(awards.c.user_id == user_id)
+        query = sa.select(sa.func.count()).where(awards.c.user_id == user_id, HELD)
         async with self.connection() as connection:
             with self.translating_errors():
                 return int(await connection.fetch_val(query))
@@ -173,17 +189,24 @@ class Store(abc.ABC):
 
     async def counts(self) -> dict[tuple[str, int], int]:
         """How many awards each (slug, level) has, for those with at least one."""
-        query = sa.select(awards.c.slug, awards.c.level, sa.func.count()).group_by(
-            awards.c.slug, awards.c.level
+        query = (
+            sa.select(awards.c.slug, awards.c.level, sa.func.count())
+            .where(HELD)
+            .group_by(awards.c.slug, awards.c.level)
         )
         async with self.connection() as connection:
             with self.translating_errors():
                 rows = await connection.fetch_all(query)
         return {(text(row[0]), int(row[1])): int(row[2]) for row in rows}
 
-    async def delete(self, user_id: str, slug: str, level: int | None) -> int:
-        """Delete the user's awards of a badge (of one level, if given); return how many."""
-        statement = awards.delete().where(awards.c.user_id == user_id, *badge_filter(slug, level))
+    async def revoke(
+        self, user_id: str, slug: str, level: int | None, at: datetime.datetime, keep_keys: bool
+    ) -> int:
+        """End the user's awards of a badge (of one level, if given); return how many.
+
+        With `keep_keys` (a `multiple` badge's awards) the rows stay, marked revoked at `at`,
+        so that their award keys stay taken; otherwise they are deleted."""
+        statement = revoking(user_id, slug, level, at, keep_keys)
         async with self.connection() as connection:
             with self.translating_errors():
                 # PostgreSQL answers execute() with None and SQLite with the last inserted id.
@@ -257,11 +280,28 @@ RETURNING = "RETURNING id, user_id, slug, level, award_key"
 _POOL_OPTIONS = frozenset({"min_size", "max_size", "pool_recycle"})
 
 
+#: The columns that revisions after the first added: a database without them is not migrated.
+ADDED_COLUMNS = ("revoked_at",)
+#: The awards held: not revoked.
+HELD = awards.c.revoked_at.is_(None)
+
+
 def badge_filter(slug: str, level: int | None) -> list[sa.ColumnElement[bool]]:
-    conditions = [awards.c.slug == slug]
+    """The held awards of a badge (of one level, if given)."""
+    conditions = [awards.c.slug == slug, HELD]
     if level is not None:
         conditions.append(awards.c.level == level)
     return conditions
+
+
+def revoking(
+    user_id: str, slug: str, level: int | None, at: datetime.datetime, keep_keys: bool
+) -> sa.Update | sa.Delete:
+    """The statement that `Store.revoke()` runs."""
+    where = (awards.c.user_id == user_id, *badge_filter(slug, level))
+    if keep_keys:
+        return awards.update().where(*where).values(revoked_at=at)
+    return awards.delete().where(*where)
 
 
 def _newest_first() -> tuple[sa.UnaryExpression[Any], ...]:

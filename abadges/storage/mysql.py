@@ -5,26 +5,38 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+import itertools
+import random
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
+import anyio
 import databases
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from ..awards import Award
 from ..tables import awards
-from .base import NewAward, Store, badge_filter, ordered
+from .base import NewAward, Store, ordered, revoking
 
 #: The name of the lock migrations take (GET_LOCK), and how long they wait for it, in seconds.
 MIGRATION_LOCK = "abadges_migrations"
 MIGRATION_LOCK_TIMEOUT = 600
 # ER_NO_SUCH_TABLE, "Table 'db.abadges_awards' doesn't exist".
 NO_SUCH_TABLE = 1146
+# ER_BAD_FIELD_ERROR, "Unknown column 'revoked_at' in 'field list'".
+BAD_FIELD = 1054
+# ER_LOCK_DEADLOCK, "Deadlock found when trying to get lock; try restarting transaction".
+LOCK_DEADLOCK = 1213
+#: How many times an insert or a revoke runs when InnoDB picks it as a deadlock's victim, and
+#: the most seconds it waits before the next time, times the tries so far.
+DEADLOCK_ATTEMPTS = 5
+DEADLOCK_BACKOFF = 0.01
 
 
 class MySQLStore(Store):
-    """Awards in MySQL or MariaDB: one insert per award, a duplicate made a no-op update."""
+    """Awards in MySQL or MariaDB: one insert per award, a duplicate made a no-op update, the
+    inserts of one event in one transaction; deadlocks retried."""
 
     dialect = "mysql"
     alembic_drivers: ClassVar[Mapping[str, str]] = {
@@ -37,21 +49,24 @@ class MySQLStore(Store):
     async def insert(self, new_awards: Sequence[NewAward]) -> list[Award]:
         if not new_awards:
             return []
+        rows = list(map(_values, ordered(new_awards)))
         async with self.connection() as connection:
-            try:
-                return [
-                    award
-                    for values in map(_values, ordered(new_awards))
-                    if (award := await self._insert(connection, values)) is not None
-                ]
-            except Exception as exc:
-                if self.is_missing_table(exc):
-                    raise self.schema_error() from exc
-                raise
+            with self.translating_errors():
+                return await _retrying_deadlocks(lambda: self._insert_all(connection, rows))
+
+    async def _insert_all(
+        self, connection: databases.core.Connection, rows: Sequence[dict[str, Any]]
+    ) -> list[Award]:
+        # One statement commits on its own; several share a transaction, so that an error on a
+        # later one (a deadlock, say) leaves none committed: none recorded, none unannounced.
+        if len(rows) == 1:
+            return await self._insert(connection, rows[0])
+        async with connection.transaction():
+            return [award for values in rows for award in await self._insert(connection, values)]
 
     async def _insert(
         self, connection: databases.core.Connection, values: dict[str, Any]
-    ) -> Award | None:
+    ) -> list[Award]:
         # A duplicate key turns the insert into a no-op update that returns 0. INSERT IGNORE
         # would do the same, but it also turns truncation into a warning, and the drivers follow
         # each warning with a SHOW WARNINGS round trip and a log line. The 0 relies on the
@@ -59,19 +74,23 @@ class MySQLStore(Store):
         statement = mysql.insert(awards).values(values)
         statement = statement.on_duplicate_key_update(id=awards.c.id)
         new_id = await connection.execute(statement)
-        if not new_id:
-            return None
-        return self.award({**values, "id": new_id})
+        return [self.award({**values, "id": new_id})] if new_id else []
 
-    async def delete(self, user_id: str, slug: str, level: int | None) -> int:
-        statement = awards.delete().where(awards.c.user_id == user_id, *badge_filter(slug, level))
+    async def revoke(
+        self, user_id: str, slug: str, level: int | None, at: datetime.datetime, keep_keys: bool
+    ) -> int:
+        statement = revoking(user_id, slug, level, _naive_utc(at), keep_keys)
         async with self.connection() as connection:
             with self.translating_errors():
                 # The MySQL backends answer an execute() without an inserted id with rowcount.
-                return int(await connection.execute(statement))
+                count = await _retrying_deadlocks(lambda: connection.execute(statement))
+        return int(count)
 
     def is_missing_table(self, exc: BaseException) -> bool:
         return bool(exc.args) and exc.args[0] == NO_SUCH_TABLE
+
+    def is_missing_column(self, exc: BaseException) -> bool:
+        return bool(exc.args) and exc.args[0] == BAD_FIELD
 
     @contextlib.contextmanager
     def migration_lock(self, connection: sa.Connection) -> Iterator[None]:
@@ -93,8 +112,32 @@ class MySQLStore(Store):
             connection.execute(sa.text("SELECT RELEASE_LOCK(:name)"), name)
 
 
+Result = TypeVar("Result")
+
+
+async def _retrying_deadlocks(attempt: Callable[[], Awaitable[Result]]) -> Result:
+    """`attempt()`, run again when InnoDB chose it as a deadlock's victim.
+
+    InnoDB rolls a victim's transaction back whole, so running it again is safe: nothing of it
+    was committed, nor announced. After `DEADLOCK_ATTEMPTS` the deadlock error is raised; it is
+    transient (`is_transient()`), so the worker retries the job later."""
+    for tries in itertools.count(1):
+        try:
+            return await attempt()
+        except Exception as exc:
+            if not (exc.args and exc.args[0] == LOCK_DEADLOCK) or tries == DEADLOCK_ATTEMPTS:
+                raise
+            # Apart, so that the transactions that deadlocked do not meet again at once.
+            await anyio.sleep(random.uniform(0, DEADLOCK_BACKOFF * tries))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _values(award: NewAward) -> dict[str, Any]:
     values = dataclasses.asdict(award)
-    # MySQL stores datetimes without a zone: store UTC, naive.
-    values["awarded_at"] = award.awarded_at.astimezone(datetime.UTC).replace(tzinfo=None)
+    values["awarded_at"] = _naive_utc(award.awarded_at)
     return values
+
+
+def _naive_utc(at: datetime.datetime) -> datetime.datetime:
+    # MySQL stores datetimes without a zone: store UTC, naive.
+    return at.astimezone(datetime.UTC).replace(tzinfo=None)

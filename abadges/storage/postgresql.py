@@ -25,6 +25,8 @@ INSERT = (
 )
 # The SQLSTATE of "relation does not exist".
 UNDEFINED_TABLE = "42P01"
+# ... and of "column does not exist".
+UNDEFINED_COLUMN = "42703"
 
 
 class PostgreSQLStore(Store):
@@ -58,6 +60,9 @@ class PostgreSQLStore(Store):
 
     def is_missing_table(self, exc: BaseException) -> bool:
         return getattr(exc, "sqlstate", None) == UNDEFINED_TABLE
+
+    def is_missing_column(self, exc: BaseException) -> bool:
+        return getattr(exc, "sqlstate", None) == UNDEFINED_COLUMN
 
     @contextlib.contextmanager
     def migration_lock(self, connection: sa.Connection) -> Iterator[None]:

@@ -82,6 +82,9 @@ class SQLiteStore(Store):
             f"no such table: {awards.name}"
         )
 
+    def is_missing_column(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith("no such column: ")
+
 
 @functools.cache
 def _insert(rows: int) -> str:
@@ -94,5 +97,10 @@ def _insert(rows: int) -> str:
 
 def _values(award: NewAward) -> tuple[str, str, int, str, str]:
     # The text SQLAlchemy's SQLite DateTime stores, in UTC, so that its queries read it back.
-    at = award.awarded_at.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    # Not strftime("%Y"): it writes the year 999 as "999", which no query reads back.
+    at = (
+        award.awarded_at.astimezone(datetime.UTC)
+        .replace(tzinfo=None)
+        .isoformat(" ", "microseconds")
+    )
     return (award.user_id, award.slug, award.level, at, award.award_key)
