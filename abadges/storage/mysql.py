@@ -30,8 +30,8 @@ BAD_FIELD = 1054
 LOCK_DEADLOCK = 1213
 #: How many times an insert or a revoke runs when InnoDB picks it as a deadlock's victim, and
 #: the most seconds it waits before the next time, times the tries so far.
-DEADLOCK_ATTEMPTS = 5
-DEADLOCK_BACKOFF = 0.01
+DEADLOCK_ATTEMPTS = 10
+DEADLOCK_BACKOFF = 0.02
 
 
 class MySQLStore(Store):
