@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import anyio
 import databases
 
+from ._connection import NOT_CONNECTED, Connection
 from ._utils import import_from_string, maybe_await, shorten
 from .awarding import AwardCallback, AwardFlow, Outcome, event_award_key, freeze
 from .awards import Award
@@ -54,9 +55,7 @@ class BadgeRegistry:
         self._callbacks: list[AwardCallback] = []
         self._overrides: dict[str, Any] = {}
         self._settings: Settings | None = None
-        self._store: Store | None = None
-        self._flow: AwardFlow | None = None
-        self._queue: JobQueue | None = None
+        self._connection: Connection | None = None
         self._user_loader: UserLoader | None = None
 
     # Definitions ------------------------------------------------------------------------------
@@ -121,7 +120,7 @@ class BadgeRegistry:
     def configure(self, **overrides: Any) -> None:
         """Override settings (see `abadges.config.Settings`); the `ABADGES_*` variables and the
         defaults fill in the rest when `connect()` runs."""
-        if self._store is not None:
+        if self._connection is not None:
             raise ConfigurationError("configure() was called while connected; disconnect first.")
         known = {field.name for field in dataclasses.fields(Settings)}
         unknown = sorted(set(overrides) - known)
@@ -136,7 +135,7 @@ class BadgeRegistry:
     async def connect(self) -> None:
         """Open the database, and the Redis client that queues deferred badges (it connects on
         first use). Does nothing when already connected."""
-        if self._store is not None:
+        if self._connection is not None:
             return
         settings = self.settings
         loader = settings.user_loader
@@ -148,19 +147,26 @@ class BadgeRegistry:
                 )
         store = open_store(settings.database_url, self._describe)
         await store.connect()
+        queue = None
         if settings.queue == "redis":
-            self._queue = JobQueue(settings.redis_url, settings.queue_name)
-        self._settings, self._store, self._user_loader = settings, store, loader
-        self._flow = AwardFlow(store, self._callbacks, self._load_user, self.get_badge)
+            queue = JobQueue(settings.redis_url, settings.queue_name)
+        flow = AwardFlow(store, self._callbacks, self._load_user, self.get_badge)
+        self._settings, self._user_loader = settings, loader
+        self._connection = Connection(store, flow, queue)
 
     async def disconnect(self) -> None:
-        """Close the database and Redis. Does nothing when not connected."""
-        store, self._store, self._settings, self._flow = self._store, None, None, None
-        queue, self._queue = self._queue, None
-        if queue is not None:
-            await queue.close()
-        if store is not None:
-            await store.disconnect()
+        """Close the database and Redis. Does nothing when not connected.
+
+        Calls that start once `disconnect()` has begun raise `NotConnectedError` before any
+        badge runs. Calls in flight get up to `DISCONNECT_TIMEOUT` (10 s) to finish first;
+        those still running then raise `NotConnectedError`."""
+        connection = self._connection
+        if connection is None or connection.closing:
+            return
+        try:
+            await connection.close()
+        finally:
+            self._connection, self._settings = None, None
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[BadgeRegistry]:
@@ -226,19 +232,23 @@ class BadgeRegistry:
             )
         user_id = identify(state["user"], self.settings.user_id)
         key = None if event_key is None else event_award_key(event, user_id, event_key)
-        flow = self._connected_flow()  # Not connected: fail before any badge runs.
-
-        awarded_at = forced_at or datetime.datetime.now(datetime.UTC)
-        inline = [(badge, state) for badge in badges if not badge.deferred]
-        outcome = await flow.award(event, user_id, inline, awarded_at, key)
-        frozen, errors = await freeze(event, [badge for badge in badges if badge.deferred], state)
-        outcome.errors += errors
-        if frozen:
-            try:
-                outcome.add(await self._defer(Job.create(event, user_id, awarded_at, frozen, key)))
-            except Exception as exc:
-                outcome.errors.append(exc)
-        return outcome.result(event)
+        # Not connected: fail before any badge runs. The call keeps the connection it started
+        # on: a disconnect() meanwhile waits for it, and never sends its jobs down the inline
+        # path.
+        with self._call() as connection:
+            awarded_at = forced_at or datetime.datetime.now(datetime.UTC)
+            inline = [(badge, state) for badge in badges if not badge.deferred]
+            outcome = await connection.flow.award(event, user_id, inline, awarded_at, key)
+            deferred = [badge for badge in badges if badge.deferred]
+            frozen, errors = await freeze(event, deferred, state)
+            outcome.errors += errors
+            if frozen:
+                try:
+                    job = Job.create(event, user_id, awarded_at, frozen, key)
+                    outcome.add(await self._defer(connection, job))
+                except Exception as exc:
+                    outcome.errors.append(exc)
+            return outcome.result(event)
 
     async def run_job(self, payload: object) -> list[Award]:
         """Run a deferred job as the worker does: `payload` is the JSON object that the app
@@ -247,17 +257,16 @@ class BadgeRegistry:
         process does not know (`BadgeNotRegisteredError`) included. `abadges.worker` calls it.
         """
         job = Job.from_payload(payload)
-        outcome = await self._connected_flow().run_job(job)
+        with self._call() as connection:
+            outcome = await connection.flow.run_job(job)
         return outcome.result(job.event)
 
-    async def _defer(self, job: Job) -> Outcome:
-        if self._queue is not None:
-            await self._queue.enqueue(job)
+    async def _defer(self, connection: Connection, job: Job) -> Outcome:
+        if connection.queue is not None:
+            await connection.queue.enqueue(job)
             return Outcome()
         # Inline: the job goes through the JSON codec and runs as the worker would run it.
-        return await self._connected_flow().run_job(
-            Job.from_payload(loads(dumps(job.to_payload())))
-        )
+        return await connection.flow.run_job(Job.from_payload(loads(dumps(job.to_payload()))))
 
     async def _load_user(self, user_id: str) -> Any:
         """The user a deferred badge's `award()` gets: loaded, or a `UserRef`."""
@@ -273,16 +282,22 @@ class BadgeRegistry:
         In queries, `user` is a user object (identified by the `user_id` setting) or its
         identity itself, given as a str, int or UUID.
         """
-        return await self._connected_store().awards_for(self._identify(user))
+        user_id = self._identify(user)
+        with self._call() as connection:
+            return await connection.store.awards_for(user_id)
 
     async def badge_count(self, user: Any) -> int:
         """How many awards the user holds."""
-        return await self._connected_store().count_for(self._identify(user))
+        user_id = self._identify(user)
+        with self._call() as connection:
+            return await connection.store.count_for(user_id)
 
     async def has_badge(self, user: Any, slug: str, level: int | None = None) -> bool:
         """Does the user hold badge `slug` (at `level`, if given)?"""
         self._check_badge(slug, level)
-        return await self._connected_store().holds(self._identify(user), slug, level)
+        user_id = self._identify(user)
+        with self._call() as connection:
+            return await connection.store.holds(user_id, slug, level)
 
     async def holders(
         self, slug: str, level: int | None = None, limit: int = 50, offset: int = 0
@@ -295,11 +310,13 @@ class BadgeRegistry:
                     f"holders() {name} must be a whole number from 0 to {MAX_ROWS}; "
                     f"got {shorten(value)}."
                 )
-        return await self._connected_store().holders(slug, level, limit, offset)
+        with self._call() as connection:
+            return await connection.store.holders(slug, level, limit, offset)
 
     async def award_counts(self) -> dict[str, dict[int, int]]:
         """For every registered badge, how many awards each level has: `{slug: {level: n}}`."""
-        counts = await self._connected_store().counts()
+        with self._call() as connection:
+            counts = await connection.store.counts()
         return {
             slug: {level: counts.get((slug, level), 0) for level in range(1, len(badge.levels) + 1)}
             for slug, badge in self._badges.items()
@@ -313,28 +330,32 @@ class BadgeRegistry:
         job again, does not bring it back.
         """
         self._check_badge(slug, level)
-        return await self._connected_store().revoke(
-            self._identify(user),
-            slug,
-            level,
-            datetime.datetime.now(datetime.UTC),
-            keep_keys=self._badges[slug].multiple,
-        )
+        user_id = self._identify(user)
+        with self._call() as connection:
+            return await connection.store.revoke(
+                user_id,
+                slug,
+                level,
+                datetime.datetime.now(datetime.UTC),
+                keep_keys=self._badges[slug].multiple,
+            )
 
     # Helpers ------------------------------------------------------------------------------------
 
-    def _connected_flow(self) -> AwardFlow:
-        self._connected_store()
-        assert self._flow is not None
-        return self._flow
+    @property
+    def _store(self) -> Store | None:
+        return None if self._connection is None else self._connection.store
+
+    def _call(self) -> contextlib.AbstractContextManager[Connection]:
+        """The connection, for one call in flight (see `abadges._connection`)."""
+        if self._connection is None:
+            raise NotConnectedError(NOT_CONNECTED)
+        return self._connection.call()
 
     def _connected_store(self) -> Store:
-        if self._store is None:
-            raise NotConnectedError(
-                "abadges is not connected: await badges.connect(), or use "
-                "`async with badges.lifespan():`, before touching awards."
-            )
-        return self._store
+        if self._connection is None:
+            raise NotConnectedError(NOT_CONNECTED)
+        return self._connection.store
 
     def _identify(self, user: Any) -> str:
         return identify_known(user, self.settings.user_id)

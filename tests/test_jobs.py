@@ -16,6 +16,7 @@ import anyio.abc
 import pytest
 import redis.asyncio
 
+import abadges._connection
 from abadges import (
     AbadgesError,
     Badge,
@@ -25,6 +26,7 @@ from abadges import (
     ConfigurationError,
     InvalidJobError,
     InvalidStateError,
+    NotConnectedError,
     QueueUnavailableError,
     UserRef,
 )
@@ -550,3 +552,77 @@ async def test_a_bad_user_loader_fails_at_connect(
     with pytest.raises(ConfigurationError) as caught:
         await registry.connect()
     assert str(caught.value).startswith(message)
+
+
+# Disconnecting with calls in flight ------------------------------------------------------------
+
+
+async def test_calls_racing_disconnect_finish_or_are_refused_before_any_badge_runs(
+    registry: BadgeRegistry, redis_url: str, queue_name: str, stored_rows: Rows
+) -> None:
+    """Before, 21 of 200 calls ran the deferred badge's award() in this process (with the
+    queue gone they took the inline path), and others raised asyncpg's errors."""
+    registry.register(PointsBadge)
+    registry.register(StateBadge)
+    announced: list[str] = []
+    registry.on_award(lambda award: announced.append(award.user_id))
+    returned: list[str] = []
+    refused: list[NotConnectedError] = []
+
+    async def call(user: str) -> None:
+        try:
+            await registry.possibly_award_badge("visited", user=user)
+        except NotConnectedError as exc:
+            refused.append(exc)
+        else:
+            returned.append(user)
+
+    async with anyio.create_task_group() as group:
+        for number in range(200):
+            group.start_soon(call, f"u{number}")
+            if number == 100:
+                group.start_soon(registry.disconnect)
+    assert StateBadge.seen == []  # Deferred: never evaluated in the app, only queued.
+    assert returned and refused
+    assert len(returned) + len(refused) == 200
+    assert all("disconnect() has begun" in str(exc) for exc in refused)
+    # Each call that returned recorded its award, announced it and queued its job.
+    assert sorted(announced) == sorted(returned)
+    assert sorted(user for user, _, _ in await stored_rows()) == sorted(returned)
+    assert sorted(p["user"] for p in await queued_payloads(redis_url, queue_name)) == sorted(
+        returned
+    )
+    with pytest.raises(NotConnectedError, match="abadges is not connected"):
+        await registry.possibly_award_badge("visited", user="late")
+
+
+async def test_disconnect_closes_under_a_call_that_outlasts_its_wait(
+    registry: BadgeRegistry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Stuck(Badge):
+        slug = "stuck"
+        levels = ["Stuck"]
+        events = ["waited"]
+
+        async def award(self, **state: Any) -> BadgeAwarded:
+            started.set()
+            await anyio.sleep(0.5)  # Its record comes after disconnect() closed the store.
+            return BadgeAwarded()
+
+    started = anyio.Event()
+    registry.register(Stuck)
+    monkeypatch.setattr(abadges._connection, "DISCONNECT_TIMEOUT", 0.1)
+
+    async def disconnect() -> None:
+        await started.wait()
+        await registry.disconnect()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(disconnect)
+        with pytest.raises(
+            NotConnectedError, match="closed the connection while this call"
+        ) as caught:
+            await registry.possibly_award_badge("waited", user="ana")
+    assert caught.value.__cause__ is not None
+    assert "1 call(s) still running after 0.1s" in caplog.text
+    await registry.disconnect()  # Disconnected already: nothing to do.

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import datetime
 import itertools
+import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -19,6 +20,8 @@ from ..awards import Award
 from ..tables import awards
 from .base import NewAward, Store, ordered, revoking
 
+logger = logging.getLogger("abadges")
+
 #: The name of the lock migrations take (GET_LOCK), and how long they wait for it, in seconds.
 MIGRATION_LOCK = "abadges_migrations"
 MIGRATION_LOCK_TIMEOUT = 600
@@ -29,9 +32,10 @@ BAD_FIELD = 1054
 # ER_LOCK_DEADLOCK, "Deadlock found when trying to get lock; try restarting transaction".
 LOCK_DEADLOCK = 1213
 #: How many times an insert or a revoke runs when InnoDB picks it as a deadlock's victim, and
-#: the most seconds it waits before the next time, times the tries so far.
-DEADLOCK_ATTEMPTS = 10
-DEADLOCK_BACKOFF = 0.02
+#: the most seconds it waits before the next time: doubled after each try, up to the cap.
+DEADLOCK_ATTEMPTS = 20
+DEADLOCK_BACKOFF = 0.005
+DEADLOCK_BACKOFF_CAP = 0.5
 
 
 class MySQLStore(Store):
@@ -127,8 +131,11 @@ async def _retrying_deadlocks(attempt: Callable[[], Awaitable[Result]]) -> Resul
         except Exception as exc:
             if not (exc.args and exc.args[0] == LOCK_DEADLOCK) or tries == DEADLOCK_ATTEMPTS:
                 raise
+            logger.debug("Deadlock (try %d of %d), trying again: %s", tries, DEADLOCK_ATTEMPTS, exc)
             # Apart, so that the transactions that deadlocked do not meet again at once.
-            await anyio.sleep(random.uniform(0, DEADLOCK_BACKOFF * tries))
+            await anyio.sleep(
+                random.uniform(0, min(DEADLOCK_BACKOFF * 2**tries, DEADLOCK_BACKOFF_CAP))
+            )
     raise AssertionError("unreachable")  # pragma: no cover
 
 
