@@ -15,7 +15,7 @@ from databases.interfaces import Record
 
 from ..awards import Award
 from ..base import BadgeDetail
-from ..exceptions import ConfigurationError, SchemaError
+from ..exceptions import AbadgesError, ConfigurationError, SchemaError
 from ..tables import awards
 from ._databases import new_connection
 from ._migrations import current as current_revision
@@ -100,11 +100,15 @@ class Store(abc.ABC):
 
     async def migrate(self, revision: str = "head") -> None:
         """Run abadges' Alembic migrations up to `revision`, holding the migration lock."""
-        await run_migrations(self.alembic_url(), self.migration_lock, revision)
+        with self.translating_errors():
+            await run_migrations(
+                self.alembic_url(), self.alembic_connect_args(), self.migration_lock, revision
+            )
 
     async def migration_status(self) -> MigrationStatus:
         """The revision the database is at, and the one `migrate()` would bring it to."""
-        current = await current_revision(self.alembic_url())
+        with self.translating_errors():
+            current = await current_revision(self.alembic_url(), self.alembic_connect_args())
         return MigrationStatus(current=current, head=head_revision())
 
     @contextlib.contextmanager
@@ -121,6 +125,11 @@ class Store(abc.ABC):
         scheme = self.url.scheme
         return url.set(drivername=self.alembic_drivers[scheme], query=query)
 
+    def alembic_connect_args(self) -> dict[str, Any]:
+        """Keyword arguments for the driver's `connect()` when Alembic connects, beside those
+        of `alembic_url()`, whose query string can only carry text."""
+        return {}
+
     @abc.abstractmethod
     def is_missing_table(self, exc: BaseException) -> bool:
         """Does the driver's `exc` say that the awards table does not exist?"""
@@ -132,14 +141,21 @@ class Store(abc.ABC):
             "`abadges db upgrade` to create it."
         )
 
+    def translated(self, exc: BaseException) -> AbadgesError | None:
+        """abadges' error for the driver's `exc`, one that says what to change; None when
+        `exc` goes up as it is."""
+        return self.schema_error() if self.is_missing_table(exc) else None
+
     @contextlib.contextmanager
     def translating_errors(self) -> Iterator[None]:
-        """Turn the driver's "no such table" into a `SchemaError` that says what to run."""
+        """Raise the driver's errors that abadges can explain as `translated()` gives them:
+        "no such table" as a `SchemaError` that says what to run, and the like."""
         try:
             yield
         except Exception as exc:
-            if self.is_missing_table(exc):
-                raise self.schema_error() from exc
+            error = self.translated(exc)
+            if error is not None:
+                raise error from exc
             raise
 
     # Awards ---------------------------------------------------------------------------------------
