@@ -90,8 +90,9 @@ class BadgeErrorGroup(ExceptionGroup[Exception], AbadgesError):
 
 
 class ConfigurationError(AbadgesError):
-    """Raised when a setting cannot work: an unsupported database URL, a missing driver,
-    or `configure()` called while connected."""
+    """Raised when a setting cannot work: an unsupported database URL or URL option, a missing
+    driver, `configure()` called while connected, or a PostgreSQL URL that lacks
+    `?statement_cache_size=0` behind PgBouncer in transaction mode."""
 
 
 class NotConnectedError(AbadgesError):

@@ -12,6 +12,9 @@
 
 PostgreSQL runs in a scratch database `abadges_bench_<hex>` of 127.0.0.1:5432 (dropped at the
 end), SQLite in a temporary file; Redis is 127.0.0.1:6379, with a queue of the run's own.
+`--postgres` points the registries at another server URL for that database, such as a
+PgBouncer in front of 127.0.0.1:5432, and `--postgres-options` adds a query string, such as
+`statement_cache_size=0`.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from bench_badges import AlwaysBadge, w1_badges  # noqa: E402
 from abadges import Badge, BadgeRegistry  # noqa: E402
 
 PG = "postgresql+asyncpg://postgres@127.0.0.1:5432"
+#: What the registries connect to for PostgreSQL: set from --postgres and --postgres-options.
+POSTGRES = {"url": PG, "query": ""}
 REDIS = "redis://127.0.0.1:6379"
 ARQ = str(pathlib.Path(sys.executable).parent / "arq")
 WORKLOADS = ["W1", "W2", "W1-deferred", "W3"]
@@ -65,7 +70,7 @@ async def database(kind: str) -> AsyncIterator[str]:
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
         try:
-            yield f"{PG}/{name}"
+            yield f"{POSTGRES['url']}/{name}{POSTGRES['query']}"
         finally:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -245,6 +250,10 @@ async def w3(kind: str, trials: int) -> dict[str, Any]:
 
 
 async def main(args: argparse.Namespace) -> None:
+    POSTGRES["url"] = args.postgres
+    POSTGRES["query"] = f"?{args.postgres_options}" if args.postgres_options else ""
+    if POSTGRES != {"url": PG, "query": ""}:
+        print(f"PostgreSQL through {POSTGRES['url']}/<database>{POSTGRES['query']}")
     stream = workload.stream(users=args.users, events=args.events)
     for name in args.workloads:
         for kind in args.database:
@@ -268,6 +277,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--callers", type=int, default=8)
     parser.add_argument("--trials", type=int, default=300)
+    parser.add_argument("--postgres", default=PG, help=f"server URL, no database (default {PG})")
+    parser.add_argument("--postgres-options", default="", help="e.g. statement_cache_size=0")
     args = parser.parse_args(argv)
     unknown = set(args.workloads) - set(WORKLOADS)
     if unknown:

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import pathlib
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,9 +44,10 @@ def head() -> str:
     return revision
 
 
-async def run(url: sa.URL, lock: Lock, revision: str) -> None:
+async def run(url: sa.URL, connect_args: Mapping[str, Any], lock: Lock, revision: str) -> None:
     """Upgrade the database at `url` to `revision` under `lock`, in one transaction where the
-    database has transactional DDL (PostgreSQL, SQLite)."""
+    database has transactional DDL (PostgreSQL, SQLite). The driver connects with
+    `connect_args` beside the URL's."""
 
     def upgrade(connection: sa.Connection) -> None:
         with connection.begin(), lock(connection):
@@ -55,18 +56,18 @@ async def run(url: sa.URL, lock: Lock, revision: str) -> None:
     # Alembic's `context` and `op` are module-wide proxies: two runs interleaving in one
     # process (two databases migrated at once) would run one's migrations on the other's
     # connection. The database's lock orders processes; this one orders the tasks of a loop.
-    async with _process_lock(), _connect(url, write=True) as connection:
+    async with _process_lock(), _connect(url, connect_args, write=True) as connection:
         await connection.run_sync(upgrade)
 
 
-async def current(url: sa.URL) -> str | None:
+async def current(url: sa.URL, connect_args: Mapping[str, Any]) -> str | None:
     """The revision the database at `url` is at; None without abadges' version table."""
 
     def read(connection: sa.Connection) -> str | None:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         return context.get_current_revision()
 
-    async with _connect(url, write=False) as connection:
+    async with _connect(url, connect_args, write=False) as connection:
         return await connection.run_sync(read)
 
 
@@ -84,8 +85,10 @@ def _process_lock() -> asyncio.Lock:
 
 
 @contextlib.asynccontextmanager
-async def _connect(url: sa.URL, *, write: bool) -> AsyncIterator[AsyncConnection]:
-    engine = create_async_engine(url, poolclass=sa.NullPool)
+async def _connect(
+    url: sa.URL, connect_args: Mapping[str, Any], *, write: bool
+) -> AsyncIterator[AsyncConnection]:
+    engine = create_async_engine(url, poolclass=sa.NullPool, connect_args=dict(connect_args))
     if write and engine.dialect.name == "sqlite":
         _begin_immediate(engine)
     try:

@@ -15,7 +15,7 @@ from databases.interfaces import Record
 
 from ..awards import Award
 from ..base import BadgeDetail
-from ..exceptions import ConfigurationError, SchemaError
+from ..exceptions import AbadgesError, ConfigurationError, SchemaError
 from ..tables import awards
 from ._databases import new_connection
 from ._migrations import current as current_revision
@@ -100,11 +100,15 @@ class Store(abc.ABC):
 
     async def migrate(self, revision: str = "head") -> None:
         """Run abadges' Alembic migrations up to `revision`, holding the migration lock."""
-        await run_migrations(self.alembic_url(), self.migration_lock, revision)
+        with self.translating_errors():
+            await run_migrations(
+                self.alembic_url(), self.alembic_connect_args(), self.migration_lock, revision
+            )
 
     async def migration_status(self) -> MigrationStatus:
         """The revision the database is at, and the one `migrate()` would bring it to."""
-        current = await current_revision(self.alembic_url())
+        with self.translating_errors():
+            current = await current_revision(self.alembic_url(), self.alembic_connect_args())
         return MigrationStatus(current=current, head=head_revision())
 
     @contextlib.contextmanager
@@ -120,6 +124,11 @@ class Store(abc.ABC):
         query = {k: v for k, v in url.query.items() if k not in _POOL_OPTIONS}
         scheme = self.url.scheme
         return url.set(drivername=self.alembic_drivers[scheme], query=query)
+
+    def alembic_connect_args(self) -> dict[str, Any]:
+        """Keyword arguments for the driver's `connect()` when Alembic connects, beside those
+        of `alembic_url()`, whose query string can only carry text."""
+        return {}
 
     @abc.abstractmethod
     def is_missing_table(self, exc: BaseException) -> bool:
@@ -143,19 +152,28 @@ class Store(abc.ABC):
             "`await badges.migrate()` or `abadges db upgrade` before this version starts."
         )
 
+    def translated(self, exc: BaseException) -> AbadgesError | None:
+        """abadges' error for the driver's `exc`, one that says what to change; None when
+        `exc` goes up as it is."""
+        if self.is_missing_table(exc):
+            return self.schema_error()
+        if self.is_missing_column(exc):
+            for column in ADDED_COLUMNS:
+                if column in str(exc):
+                    return self.outdated_schema_error(column)
+        return None
+
     @contextlib.contextmanager
     def translating_errors(self) -> Iterator[None]:
-        """Turn the driver's "no such table", and "no such column" for a column that a later
-        revision added, into a `SchemaError` that says what to run."""
+        """Raise the driver's errors that abadges can explain as `translated()` gives them:
+        "no such table", and "no such column" for a column that a later revision added, as a
+        `SchemaError` that says what to run, and the like."""
         try:
             yield
         except Exception as exc:
-            if self.is_missing_table(exc):
-                raise self.schema_error() from exc
-            if self.is_missing_column(exc):
-                for column in ADDED_COLUMNS:
-                    if column in str(exc):
-                        raise self.outdated_schema_error(column) from exc
+            error = self.translated(exc)
+            if error is not None:
+                raise error from exc
             raise
 
     # Awards ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 
 from ..awards import Award
+from ..exceptions import AbadgesError, ConfigurationError
 from ..tables import awards
 from ._databases import asyncpg_pool
 from .base import COLUMNS, RETURNING, NewAward, Store, ordered
@@ -27,6 +28,13 @@ INSERT = (
 UNDEFINED_TABLE = "42P01"
 # ... and of "column does not exist".
 UNDEFINED_COLUMN = "42703"
+# The SQLSTATEs of "prepared statement ... does not exist" and "... already exists": what a
+# pooler that hands each transaction a server connection of its own does to asyncpg's named
+# statements, which live on the server connection that prepared them.
+LOST_STATEMENT = frozenset({"26000", "42P05"})
+#: The options a PostgreSQL URL's query string may hold: databases' pool sizes and TLS, and
+#: asyncpg's statement cache (`?statement_cache_size=0` for PgBouncer in transaction mode).
+URL_OPTIONS = ("min_size", "max_size", "ssl", "statement_cache_size")
 
 
 class PostgreSQLStore(Store):
@@ -44,7 +52,34 @@ class PostgreSQLStore(Store):
         # asyncpg's pool runs a reset query (RESET ALL, UNLISTEN *, ...) on every release: a
         # second round trip for each event's one insert. abadges leaves no session state
         # behind; asyncpg still rolls back a transaction left open. See storage.md.
-        return {"reset": _keep_session}
+        return {"reset": _keep_session, **self._driver_options()}
+
+    def alembic_url(self) -> sa.URL:
+        # The driver would get the query string's text "0", not a number: see connect args.
+        return super().alembic_url().difference_update_query(["statement_cache_size"])
+
+    def alembic_connect_args(self) -> dict[str, Any]:
+        return self._driver_options()
+
+    def _driver_options(self) -> dict[str, Any]:
+        """asyncpg's options from the URL's query string, for the pool and for Alembic."""
+        # databases reads only its own options from the query string and drops the rest
+        # without a word: each option is either passed on here or refused.
+        unknown = sorted(set(self.url.options) - set(URL_OPTIONS))
+        if unknown:
+            raise ConfigurationError(
+                f"The database URL {self.url.obscure_password!r} has the option(s) {unknown}, "
+                f"which abadges does not pass on; a PostgreSQL URL may have {list(URL_OPTIONS)}."
+            )
+        size = self.url.options.get("statement_cache_size")
+        if size is None:
+            return {}
+        if not (size.isascii() and size.isdigit()):
+            raise ConfigurationError(
+                f"statement_cache_size in the database URL {self.url.obscure_password!r} must "
+                f"be a whole number, 0 to turn asyncpg's prepared statements off; got {size!r}."
+            )
+        return {"statement_cache_size": int(size)}
 
     async def insert(self, new_awards: Sequence[NewAward]) -> list[Award]:
         if not new_awards:
@@ -64,11 +99,26 @@ class PostgreSQLStore(Store):
     def is_missing_column(self, exc: BaseException) -> bool:
         return getattr(exc, "sqlstate", None) == UNDEFINED_COLUMN
 
+    def translated(self, exc: BaseException) -> AbadgesError | None:
+        # SQLAlchemy (the migrations) wraps the driver's error: its `orig` has the SQLSTATE.
+        if {_sqlstate(exc), _sqlstate(getattr(exc, "orig", None))} & LOST_STATEMENT:
+            return ConfigurationError(
+                f"The database {self.url.obscure_password!r} lost a prepared statement between "
+                f"two queries ({type(exc).__name__}): a pooler such as PgBouncer in transaction "
+                "or statement mode stands between abadges and PostgreSQL. Add "
+                "?statement_cache_size=0 to the database URL, or use the pooler's session mode."
+            )
+        return super().translated(exc)
+
     @contextlib.contextmanager
     def migration_lock(self, connection: sa.Connection) -> Iterator[None]:
         # Released when the migrations' transaction ends, committed or not.
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         yield
+
+
+def _sqlstate(exc: object) -> str | None:
+    return getattr(exc, "sqlstate", None)
 
 
 async def _keep_session(connection: object) -> None:
