@@ -66,8 +66,11 @@ def shorten(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
-#: Query parameters that carry a secret in database and Redis URLs.
-SECRET_PARAMETERS = re.compile(r"(?i)([?&](?:password|passwd|pwd|pass|secret|token)=)[^&#]*")
+#: Query parameters that carry a secret in database and Redis URLs, prefixed ones too
+#: (`ssl_password`, `sentinel_password`).
+SECRET_PARAMETERS = re.compile(
+    r"(?i)([?&](?:\w*_)?(?:password|passwd|pwd|pass|secret|token)=)[^&#]*"
+)
 
 
 def obscure(url: object) -> str:

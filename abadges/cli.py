@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 import anyio
 import click
-import redis.asyncio
 from arq.constants import in_progress_key_prefix, retry_key_prefix
 from redis.exceptions import RedisError
 from rich.console import Console
@@ -30,6 +29,7 @@ from rich.text import Text
 # them can move without touching the command.
 from . import AbadgesError, Award, Badge, BadgeRegistry, ConfigurationError, __version__, badges
 from ._utils import describe, import_module, obscure
+from .redis_url import redis_client
 
 #: Seconds the database may take to accept a connection before it counts as unreachable.
 DATABASE_TIMEOUT = 5
@@ -333,7 +333,7 @@ async def read_queue(redis_url: str, queue_name: str) -> dict[str, Any]:
     """Count the queue's jobs in arq's layout: the queue is a sorted set of job ids scored by
     the time (ms) each becomes runnable; `arq:in-progress:<id>` marks a running job and
     `arq:retry:<id>` counts the tries that started."""
-    client = redis.asyncio.Redis.from_url(
+    client = redis_client(
         redis_url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT
     )
     now_ms = time.time() * 1000

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from ._utils import obscure
 from .exceptions import ConfigurationError
+from .redis_url import redis_options
 from .users import UserIdFunction, default_user_id
 
 __all__ = ["Settings"]
@@ -76,6 +77,8 @@ class Settings:
                 f"redis_url must start with one of {list(REDIS_SCHEMES)}; "
                 f"got {obscure(self.redis_url)!r}."
             )
+        # Read as the app and the worker will: an option one of them would drop fails here.
+        redis_options(self.redis_url)
         if not isinstance(self.queue_name, str) or not self.queue_name:
             raise ConfigurationError(
                 f"queue_name must be a non-empty str; got {self.queue_name!r}."

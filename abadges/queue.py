@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import anyio
-import redis.asyncio
 from arq.constants import job_key_prefix
 from arq.jobs import serialize_job
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -17,6 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ._utils import describe, obscure
 from .exceptions import ConfigurationError, QueueUnavailableError
 from .jobs import JOB_NAME, Job, dumps
+from .redis_url import redis_client
 
 logger = logging.getLogger("abadges")
 
@@ -33,7 +33,7 @@ class JobQueue:
         # No connection is made here: the first enqueue opens one, and after an outage the
         # next enqueue opens a new one. A refused or silent server fails the enqueue within
         # ENQUEUE_TIMEOUT instead of arq's create_pool() retries, which take seconds.
-        self._redis = redis.asyncio.Redis.from_url(
+        self._redis = redis_client(
             redis_url, socket_connect_timeout=ENQUEUE_TIMEOUT, socket_timeout=ENQUEUE_TIMEOUT
         )
         self._policy_checked = False

@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-import redis.asyncio
 from arq import Retry, func
 from arq.connections import RedisSettings
 from redis.asyncio.retry import Retry as RedisRetry
@@ -43,6 +42,7 @@ from .config import Settings as AbadgesSettings
 from .exceptions import BadgeErrorGroup, BadgeNotRegisteredError, ConfigurationError, is_transient
 from .jobs import JOB_NAME, dumps, loads
 from .queue import check_no_eviction
+from .redis_url import arq_settings, redis_client
 from .registry import BadgeRegistry
 
 __all__ = [
@@ -149,10 +149,12 @@ def worker_settings(registry: BadgeRegistry | None = None, **overrides: Any) -> 
 def redis_settings(url: str) -> RedisSettings:
     """arq's connection settings for `url`, retrying commands through a Redis restart.
 
-    arq's poll loop ends the worker on the first connection error, so without retries a Redis
-    restart would stop every worker, with jobs waiting in the queue.
+    The URL is read as the app reads it (`abadges.redis_url`), not by arq's `from_dsn()`, which
+    neither decodes a percent-encoded password nor reads the query's options. arq's poll loop
+    ends the worker on the first connection error, so without retries a Redis restart would
+    stop every worker, with jobs waiting in the queue.
     """
-    settings = RedisSettings.from_dsn(url)
+    settings = arq_settings(url)
     # OSError too: a refused connection reaches the retry as ConnectionRefusedError.
     settings.retry_on_error = [RedisConnectionError, RedisTimeoutError, OSError]
     settings.retry = RedisRetry(ExponentialBackoff(cap=2, base=0.1), REDIS_RETRIES)
@@ -257,7 +259,7 @@ async def live_workers(
     host) and with process id `pid` (default: any): each as the JSON its heartbeat wrote
     (`pid`, `host`, `queue`, `started` and `at`, Unix times). `abadges worker check` is this.
     """
-    client = redis.asyncio.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+    client = redis_client(redis_url, socket_connect_timeout=2, socket_timeout=2)
     try:
         if pid is not None:
             keys = [health_key(queue_name, host, pid)]

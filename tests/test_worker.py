@@ -612,6 +612,7 @@ def test_the_password_of_a_url_is_obscured() -> None:
     assert obscure("redis:/:pw@host") == "redis::***@host"
     assert obscure("pw@host") == "***@host"
     assert obscure("http://:p@ss/w:rd@host") == "http://:***@host"
+    assert obscure("rediss://host?ssl_password=k3y&db=1") == "rediss://host?ssl_password=***&db=1"
 
 
 async def test_a_heartbeat_that_cannot_reach_redis_is_logged_and_goes_on(
