@@ -37,6 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import badges
+from ._full_redis import HEALTH_PREFIX, adopt
 from ._utils import import_module, obscure
 from .config import Settings as AbadgesSettings
 from .exceptions import BadgeErrorGroup, BadgeNotRegisteredError, ConfigurationError, is_transient
@@ -181,6 +182,7 @@ async def start(registry: BadgeRegistry, ctx: dict[str, Any], interval: float | 
         )
     _check_database(settings)
     if "redis" in ctx:
+        adopt(ctx["redis"], settings.redis_url)
         warning = await check_no_eviction(ctx["redis"], settings.redis_url)
         if warning is not None:
             logger.warning("%s", warning)
@@ -234,7 +236,7 @@ def health_key(queue_name: str, host: str | None = None, pid: int | None = None)
     """The Redis key that the worker process `pid` on `host` (default: this process) keeps
     alive while it runs the queue `queue_name`."""
     host = socket.gethostname() if host is None else host
-    return f"abadges:worker:{queue_name}:{host}:{os.getpid() if pid is None else pid}"
+    return f"{HEALTH_PREFIX}{queue_name}:{host}:{os.getpid() if pid is None else pid}"
 
 
 async def _beat(redis: Any, queue_name: str, interval: float) -> None:

@@ -17,16 +17,19 @@ import anyio.abc
 import databases
 import pytest
 import redis.asyncio
-from arq.constants import job_key_prefix
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.worker import Worker
+from redis.exceptions import OutOfMemoryError, WatchError
 
+import abadges._full_redis
 import abadges.worker
 from abadges import Award, Badge, BadgeAwarded, BadgeRegistry, ConfigurationError
 from abadges._utils import obscure
 from abadges.jobs import JOB_NAME, MAX_JOB_BYTES, dumps
 from abadges.testing import RedisServer, free_port
-from abadges.worker import live_workers, worker_settings
-from tests.support import Rows, TcpProxy, push, queued_ids, queued_payloads
+from abadges.worker import health_key, live_workers, worker_settings
+from tests.support import Rows, TcpProxy, fill_to_the_brim, push, queued_ids, queued_payloads
 from tests.support.deferred_badges import VisitorBadge
 
 
@@ -670,3 +673,143 @@ async def test_the_hooks_wrap_the_users_own(
         assert await live_workers(redis_url, queue_name) == []
     finally:
         await client.aclose()
+
+
+async def test_a_worker_drains_a_full_redis(
+    registry: BadgeRegistry,
+    redis_server: RedisServer,
+    stored_rows: Rows,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await registry.disconnect()
+    registry.configure(redis_url=redis_server.url)
+    registry.register(VisitorBadge)
+    FlakyBadge.calls, FlakyBadge.failures = 0, 1
+    registry.register(FlakyBadge)  # Its first job is retried, while Redis is full.
+    async with registry.lifespan():
+        queued = await fill_to_the_brim(registry, "visited")
+        with caplog.at_level(logging.WARNING, logger="abadges.worker"):
+            worker = await drain(registry)
+    assert (worker.jobs_complete, worker.jobs_failed, worker.jobs_retried) == (queued, 0, 1)
+    users = [f"u{n}" for n in range(queued)]
+    expected = [(user, slug, 1) for user in users for slug in ("flaky", "visitor")]
+    assert sorted(await stored_rows()) == sorted(expected)
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    assert [key async for key in client.scan_iter(match="arq:*")] == []
+    await client.aclose()
+    messages = [r.getMessage() for r in caplog.records if r.name == "abadges.worker"]
+    assert [m for m in messages if "Redis at" in m] == [
+        f"Redis at {redis_server.url} is out of memory (maxmemory reached, noeviction): it "
+        "refuses new jobs. The worker goes on draining the queue, which frees memory; its "
+        "bookkeeping (claims, try counts, health keys: a few dozen bytes a running job) goes "
+        "past maxmemory.",
+        f"Redis at {redis_server.url} has room again: the worker's writes are within maxmemory.",
+    ]
+
+
+async def test_only_the_workers_bookkeeping_goes_past_maxmemory(
+    redis_server: RedisServer, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    pool = ArqRedis.from_url(redis_server.url)
+    pool.default_queue_name = queue_name
+    abadges._full_redis.adopt(pool, redis_server.url)
+    assert type(pool) is abadges._full_redis.WorkerRedis
+    claim = in_progress_key_prefix + "job"
+    try:
+        await client.config_set("maxmemory", 1)  # Every write is refused.
+        with caplog.at_level(logging.WARNING, logger="abadges.worker"):
+            # What is not bookkeeping is refused, in a transaction or not.
+            with pytest.raises(OutOfMemoryError):
+                await pool.set("mine", "x")
+            async with pool.pipeline(transaction=True) as pipe:
+                pipe.get(claim)
+                pipe.set("mine", "x")
+                with pytest.raises(OutOfMemoryError):
+                    await pipe.execute()
+            # A health key goes past maxmemory, but not outside a transaction: the commands
+            # of a plain pipeline that Redis took must not run twice.
+            assert await pool.set(health_key(queue_name), "{}", px=10_000)
+            async with pool.pipeline(transaction=False) as pipe:
+                pipe.set(health_key(queue_name), "{}", px=10_000)
+                with pytest.raises(OutOfMemoryError):
+                    await pipe.execute()
+            # A claim is made once, as WATCH makes it; a WATCH of anything else is refused.
+            for expected in ([True, None, 1], WatchError):
+                async with pool.pipeline(transaction=True) as pipe:
+                    await pipe.watch(claim)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.psetex(claim, 10_000, b"1")
+                    pipe.get("absent")
+                    pipe.incr("arq:retry:job")
+                    if expected is WatchError:
+                        with pytest.raises(WatchError):
+                            await pipe.execute()
+                    else:
+                        assert await pipe.execute() == expected
+            async with pool.pipeline(transaction=True) as pipe:
+                await pipe.watch("mine")
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.delete("mine")
+                with pytest.raises(OutOfMemoryError):
+                    await pipe.execute()
+            await client.config_set("maxmemory", 0)
+            async with pool.pipeline(transaction=True) as pipe:
+                pipe.delete(claim)
+                assert await pipe.execute() == [1]
+            async with pool.pipeline(transaction=True) as pipe:
+                pipe.delete(claim)
+                assert await pipe.execute() == [0]
+    finally:
+        await client.config_set("maxmemory", 0)
+        await client.aclose()
+        await pool.aclose()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert "is out of memory" in messages[0]
+    assert "has room again" in messages[1]
+
+    # A pool of another class is left as it is.
+    class Mine(ArqRedis):
+        pass
+
+    mine = Mine.from_url(redis_server.url)
+    abadges._full_redis.adopt(mine, redis_server.url)
+    assert type(mine) is Mine
+    await mine.aclose()
+
+
+async def test_a_redis_that_refuses_the_script_keeps_the_refusal(
+    redis_server: RedisServer, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Redis 6 cannot run the script (it has no allow-oom flag); a user without EVAL neither.
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    await client.acl_setuser(
+        "app", enabled=True, passwords=["+s3cret"], keys=["*"], channels=["*"],
+        commands=["+@all", "-eval"],
+    )  # fmt: skip
+    url = f"redis://app:s3cret@127.0.0.1:{redis_server.port}"
+    pool = ArqRedis.from_url(url)
+    pool.default_queue_name = queue_name
+    abadges._full_redis.adopt(pool, url)
+    try:
+        await client.config_set("maxmemory", 1)
+        with caplog.at_level(logging.WARNING, logger="abadges.worker"):
+            for _ in range(2):
+                with pytest.raises(OutOfMemoryError) as caught:
+                    await pool.set(health_key(queue_name), "{}", px=10_000)
+                assert isinstance(caught.value.__cause__, redis.exceptions.NoPermissionError)
+    finally:
+        await client.config_set("maxmemory", 0)
+        await client.aclose()
+        await pool.aclose()
+    [full, refused] = [r.getMessage() for r in caplog.records]
+    assert full.startswith("Redis at redis://app:***@127.0.0.1:")
+    assert refused.startswith(
+        f"Redis at redis://app:***@127.0.0.1:{redis_server.port} refused the worker's script "
+        "past maxmemory (NoPermissionError: "
+    )
+    assert refused.endswith(
+        "): the worker cannot drain a full Redis, which needs Redis 7 and EVAL. Jobs stay "
+        "queued until memory is freed."
+    )

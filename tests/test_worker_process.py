@@ -18,10 +18,12 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
+import redis.asyncio
 
 from abadges import BadgeRegistry
+from abadges.testing import RedisServer
 from abadges.worker import live_workers
-from tests.support import Rows, push, stop, wait_until_drained, worker
+from tests.support import Rows, fill_to_the_brim, push, stop, wait_until_drained, worker
 from tests.support.deferred_badges import AddictBadge, RegularBadge, VisitorBadge, record_visit
 
 ROOT = pathlib.Path(__file__).parent.parent
@@ -152,6 +154,57 @@ async def test_a_job_killed_midway_is_rerun_and_recorded_once(
         announced[user, slug] == 1 for user in ("u1", "u2", "u4") for slug in ("regular", "visitor")
     )
     assert "try=2" in log.read_text()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_worker_drains_a_full_redis_and_records_each_award_once(
+    registry: BadgeRegistry,
+    worker_env: dict[str, str],
+    redis_server: RedisServer,
+    stored_rows: Rows,
+    tmp_path: pathlib.Path,
+) -> None:
+    # A noeviction Redis full of queued jobs, as after a long worker outage: it refuses the
+    # app's next job, and every write that may take memory.
+    await registry.disconnect()
+    registry.configure(redis_url=redis_server.url)
+    registry.register(VisitorBadge)
+    async with registry.lifespan():
+        queued = await fill_to_the_brim(registry, "visited")
+    assert queued >= 200
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            await client.set("probe", "1")
+
+        log = tmp_path / "worker.log"
+        env = {**worker_env, "ABADGES_REDIS_URL": redis_server.url}
+        async with worker(env, log) as process:
+            with anyio.fail_after(20):
+                while await client.zcard(registry.settings.queue_name):
+                    assert process.returncode is None, log.read_text()[-3000:]
+                    await anyio.sleep(0.1)
+        output = log.read_text()
+        assert process.returncode == 0, output[-3000:]
+
+        users = [f"u{n}" for n in range(queued)]
+        assert sorted(await stored_rows()) == sorted((user, "visitor", 1) for user in users)
+        announced = collections.Counter(user for user, *_ in announcements(tmp_path))
+        assert announced == dict.fromkeys(users, 1)
+        # Nothing of the jobs is left, and Redis has room again.
+        assert [key async for key in client.scan_iter(match="arq:*")] == []
+        assert await client.set("probe", "1")
+    finally:
+        await client.aclose()
+    full = [line for line in output.splitlines() if "out of memory" in line]
+    assert full == [
+        f"Redis at {redis_server.url} is out of memory (maxmemory reached, noeviction): it "
+        "refuses new jobs. The worker goes on draining the queue, which frees memory; its "
+        "bookkeeping (claims, try counts, health keys: a few dozen bytes a running job) goes "
+        "past maxmemory."
+    ]
+    assert f"Redis at {redis_server.url} has room again" in output
+    assert "Traceback" not in output
 
 
 async def wait_for_live(redis_url: str, queue_name: str, pids: set[int]) -> None:

@@ -19,7 +19,7 @@ import redis.asyncio
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix
 
-from abadges import BadgeErrorGroup
+from abadges import BadgeErrorGroup, BadgeRegistry, QueueUnavailableError
 from abadges.jobs import JOB_NAME, loads
 from abadges.testing import free_port
 
@@ -166,3 +166,30 @@ async def answers(port: int) -> bool:
         return False
     finally:
         await client.aclose()
+
+
+async def fill_to_the_brim(registry: BadgeRegistry, event: str, room: int = 2_500_000) -> int:
+    """Give the Redis `registry` queues in `maxmemory` (noeviction) `room` bytes above what it
+    uses, queue `event` for users u0, u1, ... with 10 kB of state each until Redis refuses a job
+    for memory, then lower `maxmemory` 200 kB below what Redis uses: connections that close free
+    their buffers, and must not give it room again. How many jobs were queued."""
+    client = redis.asyncio.Redis.from_url(registry.settings.redis_url)
+    try:
+        used = (await client.info("memory"))["used_memory"]
+        await client.config_set("maxmemory-policy", "noeviction")
+        await client.config_set("maxmemory", used + room)
+        for queued in range(room // 10_000 * 2):
+            try:
+                await registry.possibly_award_badge(event, user=f"u{queued}", note="x" * 10_000)
+            except BadgeErrorGroup as group:
+                [error] = group.exceptions
+                assert isinstance(error, QueueUnavailableError), error
+                assert "OutOfMemoryError" in str(error), error
+                break
+        else:
+            raise AssertionError(f"Redis took more than {room} bytes of jobs.")
+        used = (await client.info("memory"))["used_memory"]
+        await client.config_set("maxmemory", used - 200_000)
+    finally:
+        await client.aclose()
+    return queued
