@@ -13,6 +13,7 @@ import pathlib
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import quote
 
@@ -387,3 +388,27 @@ def test_the_worker_process_refuses_an_option_it_cannot_take(tmp_path: pathlib.P
         "worker cannot take" in done.stderr
     )
     assert "s3cret" not in done.stderr + done.stdout
+
+
+async def test_a_worker_with_a_wrong_password_exits_within_seconds(tmp_path: pathlib.Path) -> None:
+    """A refused password ends the worker after arq's few connection tries (6 s seen), with
+    redis-py's AuthenticationError and without the password."""
+    async with private_redis(
+        tmp_path, "--port", str(port := free_port()), "--requirepass", "right"
+    ):
+        (tmp_path / "abadges.sqlite3").touch()
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "ABADGES_REDIS_URL": f"redis://:wrong@127.0.0.1:{port}",
+            "ABADGES_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'abadges.sqlite3'}",
+            "ABADGES_BADGES": "tests.support.deferred_worker",
+        }
+        started = time.monotonic()
+        done = await anyio.run_process([ARQ, "abadges.worker.WorkerSettings"], env=env, check=False)
+        took = time.monotonic() - started
+    output = (done.stdout + done.stderr).decode()
+    assert done.returncode != 0
+    assert "AuthenticationError" in output, output[-2000:]
+    assert "wrong" not in output.replace("WRONGPASS", "")
+    assert took < 15, f"the worker took {took:.0f}s to give up on a wrong password"
