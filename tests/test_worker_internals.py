@@ -23,7 +23,7 @@ from abadges import Badge, BadgeAwarded, BadgeRegistry
 from abadges.worker import worker_settings
 from tests.support import push
 
-CHANGED = "arq changed: abadges/worker.py relies on"
+CHANGED = "arq changed: abadges/_full_redis.py relies on"
 
 
 class SeenBadge(Badge):
