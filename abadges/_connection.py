@@ -42,6 +42,8 @@ class Connection:
     closing: bool = False
     closed: bool = False
     _idle: anyio.Event | None = None
+    #: Set once `close()` has closed Redis and the database.
+    done: anyio.Event = dataclasses.field(default_factory=anyio.Event)
 
     @contextlib.contextmanager
     def call(self) -> Iterator[Connection]:
@@ -68,22 +70,25 @@ class Connection:
 
     async def close(self) -> None:
         """Refuse new calls, wait up to `DISCONNECT_TIMEOUT` for those in flight, then close
-        Redis and the database."""
+        Redis and the database: also when cancelled while waiting (at once, then)."""
         self.closing = True
-        if self.calls:
-            self._idle = anyio.Event()
-            with anyio.move_on_after(DISCONNECT_TIMEOUT) as waited:
-                await self._idle.wait()
-            if waited.cancelled_caught:
-                logger.warning(
-                    "disconnect(): %d call(s) still running after %gs; closing the connection "
-                    "under them (they raise NotConnectedError).",
-                    self.calls,
-                    DISCONNECT_TIMEOUT,
-                )
-        self.closed = True
         try:
-            if self.queue is not None:
-                await self.queue.close()
+            if self.calls:
+                self._idle = anyio.Event()
+                with anyio.move_on_after(DISCONNECT_TIMEOUT) as waited:
+                    await self._idle.wait()
+                if waited.cancelled_caught:
+                    logger.warning(
+                        "disconnect(): %d call(s) still running after %gs; closing the "
+                        "connection under them (they raise NotConnectedError).",
+                        self.calls,
+                        DISCONNECT_TIMEOUT,
+                    )
         finally:
-            await self.store.disconnect()
+            self.closed = True
+            with anyio.CancelScope(shield=True):
+                try:
+                    if self.queue is not None:
+                        await self.queue.close()
+                finally:
+                    await self.store.disconnect()

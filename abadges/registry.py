@@ -135,6 +135,8 @@ class BadgeRegistry:
     async def connect(self) -> None:
         """Open the database, and the Redis client that queues deferred badges (it connects on
         first use). Does nothing when already connected."""
+        if self._connection is not None and self._connection.closing:
+            await self._connection.done.wait()  # A disconnect() in progress: connect after it.
         if self._connection is not None:
             return
         settings = self.settings
@@ -161,12 +163,16 @@ class BadgeRegistry:
         badge runs. Calls in flight get up to `DISCONNECT_TIMEOUT` (10 s) to finish first;
         those still running then raise `NotConnectedError`."""
         connection = self._connection
-        if connection is None or connection.closing:
+        if connection is None:
+            return
+        if connection.closing:  # Another disconnect() is closing it: done when that is.
+            await connection.done.wait()
             return
         try:
             await connection.close()
         finally:
             self._connection, self._settings = None, None
+            connection.done.set()
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[BadgeRegistry]:
@@ -185,7 +191,8 @@ class BadgeRegistry:
         Safe to call at every start, and from several processes at once: they take turns on a
         lock, and the later ones find nothing to do. A table made by abadges 0.1 is upgraded in
         place, its awards kept. See the migrations page of the docs."""
-        await self._connected_store().migrate()
+        with self._call() as connection:
+            await connection.store.migrate()
 
     async def create_tables(self) -> None:
         """An alias of `migrate()`, kept from the first version."""
@@ -194,14 +201,17 @@ class BadgeRegistry:
     async def migration_status(self) -> MigrationStatus:
         """The database's abadges schema revision (`current`, None before the first
         `migrate()`), and the latest this version of abadges has (`head`)."""
-        return await self._connected_store().migration_status()
+        with self._call() as connection:
+            return await connection.store.migration_status()
 
     @property
     def database(self) -> databases.Database:
         """The `databases.Database` abadges is connected to, for your own tables in the same
         database: a user loader in the worker can read users over it instead of opening a
-        second pool. `NotConnectedError` when not connected."""
-        return self._connected_store().database
+        second pool. `NotConnectedError` when not connected, or once `disconnect()` has
+        begun."""
+        with self._call() as connection:
+            return connection.store.database
 
     # Awarding -----------------------------------------------------------------------------------
 
@@ -245,6 +255,11 @@ class BadgeRegistry:
             if frozen:
                 try:
                     job = Job.create(event, user_id, awarded_at, frozen, key)
+                    if connection.closed:  # Outlasted disconnect(): it closed the queue.
+                        raise NotConnectedError(
+                            f"disconnect() closed the connection while this call ran; "
+                            f"deferred badges {sorted(frozen)} were not queued."
+                        )
                     outcome.add(await self._defer(connection, job))
                 except Exception as exc:
                     outcome.errors.append(exc)

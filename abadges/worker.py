@@ -307,8 +307,9 @@ async def award(ctx: dict[str, Any], payload: object) -> int:
     """The `abadges.award` job: evaluate an event's deferred badges and record their awards.
 
     Returns how many awards it recorded. A payload that is not a valid job raises
-    `InvalidJobError`: arq logs it and drops the job. Connection errors are retried with
-    backoff; any other error of a badge is logged with the badge and the job, and not retried.
+    `InvalidJobError`: arq logs it and drops the job. Connection errors, and faults of the
+    deployment (a `ConfigurationError` such as `SchemaError`), are retried with backoff; any
+    other error of a badge is logged with the badge and the job, and not retried.
     """
     registry: BadgeRegistry = ctx[REGISTRY]
     job_id, job_try = ctx["job_id"], ctx["job_try"]
@@ -319,6 +320,12 @@ async def award(ctx: dict[str, Any], payload: object) -> int:
     except Exception as exc:
         if is_transient(exc):
             raise _retry(job_id, job_try, exc, "hit a connection error") from exc
+        if isinstance(exc, ConfigurationError):
+            # A fault of the deployment that the message names (a database not migrated yet,
+            # PgBouncer without ?statement_cache_size=0): the job waits for its fix, as it
+            # waits for an updated worker on deploy skew, instead of being dropped.
+            why = "met a fault of the deployment (fix what the error says)"
+            raise _retry(job_id, job_try, exc, why) from exc
         raise
     # Each kind of failure is logged for at most LOGGED badges: a poison job naming thousands
     # of badges makes a few log lines, not thousands of tracebacks.

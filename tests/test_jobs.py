@@ -626,3 +626,74 @@ async def test_disconnect_closes_under_a_call_that_outlasts_its_wait(
     assert caught.value.__cause__ is not None
     assert "1 call(s) still running after 0.1s" in caplog.text
     await registry.disconnect()  # Disconnected already: nothing to do.
+
+
+class SlowBadge(Badge):
+    """Takes `delay` seconds to decide, so that a disconnect() comes while it runs."""
+
+    slug = "slow"
+    levels = ["Slow"]
+    events = ["waited"]
+    delay = 0.3
+    started: anyio.Event
+
+    async def award(self, **state: Any) -> BadgeAwarded:
+        type(self).started.set()
+        await anyio.sleep(type(self).delay)
+        return BadgeAwarded()
+
+
+async def test_a_second_disconnect_and_a_connect_wait_for_the_first(
+    registry: BadgeRegistry,
+) -> None:
+    registry.register(SlowBadge)
+    SlowBadge.started = anyio.Event()
+    database = registry.database
+    order: list[str] = []
+
+    async def call() -> None:
+        await registry.possibly_award_badge("waited", user="ana")
+        order.append("call")
+
+    async def disconnect(name: str) -> None:
+        await registry.disconnect()
+        order.append(name)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(call)
+        await SlowBadge.started.wait()
+        group.start_soon(disconnect, "first")
+        await anyio.sleep(0.05)
+        group.start_soon(disconnect, "second")
+    assert order == ["call", "first", "second"]
+    assert not database.is_connected
+
+    await registry.connect()
+    SlowBadge.started = anyio.Event()
+    async with anyio.create_task_group() as group:
+        group.start_soon(call)
+        await SlowBadge.started.wait()
+        group.start_soon(disconnect, "third")
+        await anyio.sleep(0.05)
+        await registry.connect()  # Waits for the disconnect, then connects afresh.
+    assert registry.database.is_connected
+    assert [a.slug for a in await registry.awards_for("ana")] == ["slow"]
+
+
+async def test_a_cancelled_disconnect_still_closes(registry: BadgeRegistry) -> None:
+    registry.register(SlowBadge)
+    SlowBadge.started = anyio.Event()
+    database = registry.database
+    async with anyio.create_task_group() as group:
+
+        async def call() -> None:
+            with pytest.raises(NotConnectedError, match="closed the connection while this"):
+                await registry.possibly_award_badge("waited", user="ana")
+
+        group.start_soon(call)
+        await SlowBadge.started.wait()
+        with anyio.move_on_after(0.05):
+            await registry.disconnect()
+    assert not database.is_connected
+    with pytest.raises(NotConnectedError, match="abadges is not connected"):
+        await registry.awards_for("ana")

@@ -813,3 +813,30 @@ async def test_a_redis_that_refuses_the_script_keeps_the_refusal(
         "): the worker cannot drain a full Redis, which needs Redis 7 and EVAL. Jobs stay "
         "queued until memory is freed."
     )
+
+
+async def test_a_job_waits_for_the_migration_it_needs(
+    tmp_path: pathlib.Path, redis_url: str, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker that runs before the database is migrated retries its jobs on SchemaError;
+    before, the job was logged and dropped at once."""
+    registry = BadgeRegistry()
+    registry.register(VisitorBadge)
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'abadges.sqlite3'}"
+    registry.configure(database_url=database_url, redis_url=redis_url, queue_name=queue_name)
+    async with registry.lifespan():
+        assert await registry.possibly_award_badge("visited", user="ana") == []  # Queued only.
+
+        async def migrate_after_the_first_try() -> None:
+            with anyio.fail_after(10):
+                while "met a fault of the deployment" not in caplog.text:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+            await registry.migrate()
+
+        with caplog.at_level(logging.WARNING, logger="abadges.worker"):
+            async with anyio.create_task_group() as group:
+                group.start_soon(migrate_after_the_first_try)
+                worker = await drain(registry)
+        assert (worker.jobs_complete, worker.jobs_retried) == (1, 1)
+        assert [a.slug for a in await registry.awards_for("ana")] == ["visitor"]
+    assert "SchemaError: The table 'abadges_awards' does not exist" in caplog.text

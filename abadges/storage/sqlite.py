@@ -57,8 +57,9 @@ class SQLiteStore(Store):
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[databases.core.Connection]:
         """The held connection, one unit of work at a time."""
-        assert self._held is not None, "SQLiteStore.connection() before connect()"
         async with self._held_lock:
+            if self._held is None:  # Closed under a call that outlasted disconnect().
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
             yield self._held
 
     async def insert(self, new_awards: Sequence[NewAward]) -> list[Award]:

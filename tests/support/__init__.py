@@ -70,8 +70,11 @@ class TcpProxy:
                 async def pipe(
                     source: anyio.abc.SocketStream, sink: anyio.abc.SocketStream
                 ) -> None:
-                    async for chunk in source:
-                        await sink.send(chunk)
+                    # A side that resets its end (a client dropping a connection it gave up
+                    # on) ends this connection only, as with a real server.
+                    with contextlib.suppress(anyio.BrokenResourceError, OSError):
+                        async for chunk in source:
+                            await sink.send(chunk)
                     task_group.cancel_scope.cancel()
 
                 task_group.start_soon(pipe, client, server)

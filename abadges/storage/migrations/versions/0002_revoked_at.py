@@ -3,8 +3,9 @@
 `revoked_at` marks a revoked award of a `multiple` badge: its row, and so its award key, stays,
 so that a retried event or a job run again cannot bring it back. Every query skips such rows.
 
-Before this revision, the SQLite store wrote years before 1000 without their leading zeros
-("999-01-01 ..."), which no query could read back: those dates get them.
+Development versions of abadges after 0.1.0 had an SQLite store that wrote years before 1000
+without their leading zeros ("999-01-01 ..."), which no query could read back: those dates get
+them.
 
 Revision ID: 0002
 Revises: 0001
@@ -22,8 +23,6 @@ branch_labels = None
 depends_on = None
 
 TABLE = "abadges_awards"
-# The length of "YYYY-MM-DD HH:MM:SS.ffffff", the text SQLAlchemy's SQLite DateTime reads.
-SQLITE_DATETIME_LENGTH = 26
 
 
 def upgrade() -> None:
@@ -36,11 +35,12 @@ def upgrade() -> None:
         ),
     )
     if op.get_bind().dialect.name == "sqlite":
-        # "999-01-01 ..." to "0999-01-01 ...": pad to the full length with zeros in front.
+        # "999-01-01 ..." to "0999-01-01 ...": the year, before the first "-", padded to four
+        # digits; every other date is left as it is.
         op.execute(
             f"UPDATE {TABLE} SET awarded_at = "
-            f"substr('000' || awarded_at, -{SQLITE_DATETIME_LENGTH}) "
-            f"WHERE length(awarded_at) < {SQLITE_DATETIME_LENGTH}"
+            "substr('000', 1, 5 - instr(awarded_at, '-')) || awarded_at "
+            "WHERE instr(awarded_at, '-') BETWEEN 2 AND 4"
         )
 
 
