@@ -368,9 +368,9 @@ class BadgeRegistry:
         return self._connection.call()
 
     def _connected_store(self) -> Store:
-        if self._connection is None:
-            raise NotConnectedError(NOT_CONNECTED)
-        return self._connection.store
+        """The store, for tests that reach under the registry."""
+        with self._call() as connection:
+            return connection.store
 
     def _identify(self, user: Any) -> str:
         return identify_known(user, self.settings.user_id)

@@ -697,3 +697,37 @@ async def test_a_cancelled_disconnect_still_closes(registry: BadgeRegistry) -> N
     assert not database.is_connected
     with pytest.raises(NotConnectedError, match="abadges is not connected"):
         await registry.awards_for("ana")
+
+
+async def test_a_call_that_outlasts_disconnect_queues_nothing(
+    registry: BadgeRegistry,
+    redis_url: str,
+    queue_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Undecided(SlowBadge):
+        """Inline, slow, and awards nothing: the call reaches its deferred badges after
+        disconnect() closed the queue."""
+
+        slug = "undecided"
+        events = ["visited"]
+
+        async def award(self, **state: Any) -> None:  # type: ignore[override]
+            await super().award(**state)
+
+    registry.register(Undecided)
+    registry.register(StateBadge)
+    SlowBadge.started = anyio.Event()
+    monkeypatch.setattr(abadges._connection, "DISCONNECT_TIMEOUT", 0.05)
+    async with anyio.create_task_group() as group:
+
+        async def disconnect() -> None:
+            await SlowBadge.started.wait()
+            await registry.disconnect()
+
+        group.start_soon(disconnect)
+        with pytest.RaisesGroup(
+            pytest.RaisesExc(NotConnectedError, match=r"deferred badges \['state'\] were not")
+        ):
+            await registry.possibly_award_badge("visited", user="ana")
+    assert await queued_payloads(redis_url, queue_name) == []

@@ -760,6 +760,12 @@ async def test_only_the_workers_bookkeeping_goes_past_maxmemory(
             async with pool.pipeline(transaction=True) as pipe:
                 pipe.delete(claim)
                 assert await pipe.execute() == [0]
+            # Full again, and room again, within FULL_WARNING_INTERVAL: neither is logged.
+            for maxmemory in (1, 0):
+                await client.config_set("maxmemory", maxmemory)
+                async with pool.pipeline(transaction=True) as pipe:
+                    pipe.delete(claim)
+                    assert await pipe.execute() == [0]
     finally:
         await client.config_set("maxmemory", 0)
         await client.aclose()
