@@ -23,11 +23,11 @@ from typing import Any
 import anyio
 
 from ._utils import maybe_await, shorten
-from .awards import Award
+from .awards import Award, Source
 from .base import Badge
 from .exceptions import BadgeErrorGroup, BadgeNotRegisteredError, InvalidStateError
 from .jobs import Job, check_frozen_state
-from .storage.base import NewAward, Store
+from .storage.base import Change, NewAward, Store
 
 logger = logging.getLogger("abadges")
 
@@ -118,9 +118,11 @@ class AwardFlow:
         callbacks: Sequence[AwardCallback],
         load_user: UserLoader,
         get_badge: Callable[[str], Badge],
+        revoke_callbacks: Sequence[AwardCallback] = (),
     ) -> None:
         self.store = store
         self._callbacks = callbacks
+        self._revoke_callbacks = revoke_callbacks
         self._load_user = load_user
         self._get_badge = get_badge
 
@@ -131,6 +133,7 @@ class AwardFlow:
         evaluations: Iterable[tuple[Badge, Mapping[str, Any]]],
         awarded_at: datetime.datetime,
         key: str | None,
+        source: Source = "event",
     ) -> Outcome:
         """Evaluate each badge on its state, then record and announce what they award."""
         outcome = Outcome()
@@ -143,7 +146,7 @@ class AwardFlow:
                 continue
             if level is not None:
                 new_awards.append(
-                    NewAward(user_id, badge.slug, level, awarded_at, award_key(badge, key))
+                    NewAward(user_id, badge.slug, level, awarded_at, award_key(badge, key), source)
                 )
         outcome.recorded = await self.record(new_awards)
         return outcome
@@ -163,7 +166,9 @@ class AwardFlow:
             except BadgeNotRegisteredError as exc:
                 unknown.append(_noted(exc, slug, job.event, deferred=True))
         awarded_at = job.awarded_at or datetime.datetime.now(datetime.UTC)
-        outcome = await self.award(job.event, job.user_id, evaluations, awarded_at, job.key)
+        outcome = await self.award(
+            job.event, job.user_id, evaluations, awarded_at, job.key, "deferred"
+        )
         outcome.errors[:0] = unknown
         return outcome
 
@@ -182,19 +187,36 @@ class AwardFlow:
 
     async def _record(self, new_awards: Sequence[NewAward]) -> list[Award]:
         recorded = await self.store.insert(new_awards)
-        for award in recorded:
-            for callback in self._callbacks:
-                try:
-                    await maybe_await(callback(award))
-                except Exception:
-                    logger.exception(
-                        "on_award callback %r failed for badge %r level %d of user %r.",
-                        callback,
-                        award.slug,
-                        award.level,
-                        award.user_id,
-                    )
+        await _announce(recorded, self._callbacks, "on_award")
         return recorded
+
+    async def revoke(
+        self, user_id: str, badge: Badge, level: int | None, change: Change
+    ) -> list[Award]:
+        """End the user's held awards of `badge` (of `level`, if given), with their history
+        rows, then announce them to the `on_revoke` callbacks: shielded as one step, as
+        `record()` is."""
+        with anyio.CancelScope(shield=True):
+            ended = await self.store.revoke(user_id, badge.slug, level, change, badge.multiple)
+            await _announce(ended, self._revoke_callbacks, "on_revoke")
+        return ended
+
+
+async def _announce(awards: Sequence[Award], callbacks: Sequence[AwardCallback], kind: str) -> None:
+    """Call each callback with each award; a callback that raises is logged."""
+    for award in awards:
+        for callback in callbacks:
+            try:
+                await maybe_await(callback(award))
+            except Exception:
+                logger.exception(
+                    "%s callback %r failed for badge %r level %d of user %r.",
+                    kind,
+                    callback,
+                    award.slug,
+                    award.level,
+                    award.user_id,
+                )
 
 
 def _noted(exc: Exception, slug: str, event: str, deferred: bool) -> Exception:

@@ -16,9 +16,9 @@ import databases
 
 from ._connection import NOT_CONNECTED, Connection
 from ._utils import import_from_string, maybe_await, shorten
-from .awarding import AwardCallback, AwardFlow, Outcome, event_award_key, freeze
-from .awards import Award
-from .base import Badge, BadgeDetail, check_definition
+from .awarding import AwardCallback, AwardFlow, Outcome, award_key, event_award_key, freeze
+from .awards import Award, AwardChange
+from .base import Badge, BadgeAwarded, BadgeDetail, check_definition
 from .config import Settings, UserLoader
 from .exceptions import (
     BadgeAlreadyRegisteredError,
@@ -30,7 +30,8 @@ from .exceptions import (
 from .jobs import Job, dumps, loads
 from .queue import JobQueue
 from .storage import open_store
-from .storage.base import MigrationStatus, Store
+from .storage.base import Change, MigrationStatus, NewAward, Store
+from .tables import MAX_BY_LENGTH, MAX_REASON_LENGTH
 from .users import UserRef, identify, identify_known
 
 logger = logging.getLogger("abadges")
@@ -53,6 +54,7 @@ class BadgeRegistry:
         self._badges: dict[str, Badge] = {}
         self._events: dict[str, list[Badge]] = {}
         self._callbacks: list[AwardCallback] = []
+        self._revoke_callbacks: list[AwardCallback] = []
         self._overrides: dict[str, Any] = {}
         self._settings: Settings | None = None
         self._connection: Connection | None = None
@@ -108,6 +110,13 @@ class BadgeRegistry:
         self._callbacks.append(callback)
         return callback
 
+    def on_revoke(self, callback: Callback) -> Callback:
+        """Call `callback(award)`, plain or async, once for each award that stops being held
+        from now on (revoked), with the award as it was. Like `on_award`: after commit, in
+        the process that made the change; a callback that raises is logged."""
+        self._revoke_callbacks.append(callback)
+        return callback
+
     # Settings and connection ------------------------------------------------------------------
 
     @property
@@ -152,7 +161,9 @@ class BadgeRegistry:
         queue = None
         if settings.queue == "redis":
             queue = JobQueue(settings.redis_url, settings.queue_name)
-        flow = AwardFlow(store, self._callbacks, self._load_user, self.get_badge)
+        flow = AwardFlow(
+            store, self._callbacks, self._load_user, self.get_badge, self._revoke_callbacks
+        )
         self._settings, self._user_loader = settings, loader
         self._connection = Connection(store, flow, queue)
 
@@ -319,12 +330,7 @@ class BadgeRegistry:
     ) -> list[Award]:
         """The awards of badge `slug` (of `level`, if given), newest first, a page at a time."""
         self._check_badge(slug, level)
-        for name, value in (("limit", limit), ("offset", offset)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ROWS:
-                raise ValueError(
-                    f"holders() {name} must be a whole number from 0 to {MAX_ROWS}; "
-                    f"got {shorten(value)}."
-                )
+        _check_page("holders", limit, offset)
         with self._call() as connection:
             return await connection.store.holders(slug, level, limit, offset)
 
@@ -337,23 +343,78 @@ class BadgeRegistry:
             for slug, badge in self._badges.items()
         }
 
-    async def revoke(self, user: Any, slug: str, level: int | None = None) -> int:
+    async def grant(
+        self,
+        user: Any,
+        slug: str,
+        level: int | None = None,
+        *,
+        by: str | None = None,
+        reason: str | None = None,
+        force_timestamp: datetime.datetime | None = None,
+    ) -> Award | None:
+        """Award badge `slug` (at `level`; None: its only level) by hand, with `source`
+        "manual", `granted_by` `by` and `reason`; return the `Award`, or None when the user
+        holds that level already (a `multiple` badge gets a new award each time). The level
+        is checked as `award()`'s result is; the `on_award` callbacks run."""
+        badge = self.get_badge(slug)
+        got = badge.level_awarded(BadgeAwarded(level=level))
+        assert got is not None
+        at = _forced_timestamp(force_timestamp) or datetime.datetime.now(datetime.UTC)
+        user_id = self._identify(user)
+        new = NewAward(
+            user_id,
+            slug,
+            got,
+            at,
+            award_key(badge, None),
+            "manual",
+            _checked_text("by", by, MAX_BY_LENGTH),
+            _checked_text("reason", reason, MAX_REASON_LENGTH),
+        )
+        with self._call() as connection:
+            recorded = await connection.flow.record([new])
+        return recorded[0] if recorded else None
+
+    async def revoke(
+        self,
+        user: Any,
+        slug: str,
+        level: int | None = None,
+        *,
+        by: str | None = None,
+        reason: str | None = None,
+    ) -> int:
         """Take away the user's awards of badge `slug` (of `level`, if given); return how many.
 
-        A badge held once can be earned again afterwards. A revoked award of a `multiple`
-        badge stays revoked: calling again with the `event_key` that gave it, or running its
-        job again, does not bring it back.
+        Each is written to the history as "revoked", with `by` and `reason`, and announced to
+        the `on_revoke` callbacks. A badge held once can be earned again afterwards. A revoked
+        award of a `multiple` badge stays revoked: calling again with the `event_key` that gave
+        it, or running its job again, does not bring it back.
         """
         self._check_badge(slug, level)
+        change = Change(
+            datetime.datetime.now(datetime.UTC),
+            _checked_text("by", by, MAX_BY_LENGTH),
+            _checked_text("reason", reason, MAX_REASON_LENGTH),
+        )
         user_id = self._identify(user)
         with self._call() as connection:
-            return await connection.store.revoke(
-                user_id,
-                slug,
-                level,
-                datetime.datetime.now(datetime.UTC),
-                keep_keys=self._badges[slug].multiple,
-            )
+            ended = await connection.flow.revoke(user_id, self._badges[slug], level, change)
+        return len(ended)
+
+    async def history(
+        self, user: Any = None, slug: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[AwardChange]:
+        """The changes of what users hold (granted, revoked, expired, replaced), newest first,
+        a page at a time: of one user, of one badge, or of all. A slug need not be registered:
+        the history keeps the changes of badges since removed."""
+        _check_page("history", limit, offset)
+        user_id = None if user is None else self._identify(user)
+        if slug is not None and not isinstance(slug, str):
+            raise ValueError(f"history() slug must be None or a str; got {shorten(slug)}.")
+        with self._call() as connection:
+            return await connection.store.history(user_id, slug, limit, offset)
 
     # Helpers ------------------------------------------------------------------------------------
 
@@ -404,6 +465,26 @@ class BadgeRegistry:
             yield self
         finally:
             self._overrides = previous
+
+
+def _check_page(call: str, limit: object, offset: object) -> None:
+    for name, value in (("limit", limit), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ROWS:
+            raise ValueError(
+                f"{call}() {name} must be a whole number from 0 to {MAX_ROWS}; "
+                f"got {shorten(value)}."
+            )
+
+
+def _checked_text(name: str, value: object, longest: int) -> str | None:
+    """A grant's or a revoke's `by` or `reason`: None, or a str of 1 to `longest` characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= longest:
+        raise ValueError(
+            f"{name} must be None or a str of 1 to {longest} characters; got {shorten(value)}."
+        )
+    return value
 
 
 def _forced_timestamp(force_timestamp: object) -> datetime.datetime | None:

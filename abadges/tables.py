@@ -10,10 +10,15 @@ from sqlalchemy.dialects import mysql
 from .base import MAX_SLUG_LENGTH
 from .users import MAX_USER_ID_LENGTH
 
-__all__ = ["awards", "metadata"]
+__all__ = ["awards", "history", "metadata"]
 
 #: Length of the key that tells the awards of a `multiple` badge apart (a UUID in hex).
 AWARD_KEY_LENGTH = 64
+#: Longest `by` (who granted or revoked by hand) and `reason` a change may give.
+MAX_BY_LENGTH = 255
+MAX_REASON_LENGTH = 1000
+#: Length of the `source` and `action` columns ("deferred", "replaced").
+WORD_LENGTH = 16
 
 metadata = sa.MetaData()
 """The SQLAlchemy `MetaData` of abadges' tables: what an app's Alembic leaves alone (see
@@ -46,6 +51,12 @@ awards = sa.Table(
     # taken and a retried event or a job run again cannot bring the award back. Revoking a
     # badge held once deletes the row instead, so that it can be earned again.
     sa.Column("revoked_at", _datetime(), nullable=True),
+    # Where it came from ("event", "deferred", "backfill", "manual"), who granted it by hand
+    # and why, and when it stops being held (None: never).
+    sa.Column("source", sa.String(WORD_LENGTH), nullable=False, server_default="event"),
+    sa.Column("granted_by", _text(MAX_BY_LENGTH), nullable=True),
+    sa.Column("reason", _text(MAX_REASON_LENGTH), nullable=True),
+    sa.Column("expires_at", _datetime(), nullable=True),
     sa.UniqueConstraint("user_id", "slug", "level", "award_key", name="abadges_awards_once"),
     sa.Index("abadges_awards_user", "user_id", "awarded_at"),
     sa.Index("abadges_awards_holders", "slug", "level", "awarded_at"),
@@ -53,3 +64,28 @@ awards = sa.Table(
     mysql_charset="utf8mb4",
 )
 """The awards table: one row per award held, and one per revoked award of a `multiple` badge."""
+
+
+history = sa.Table(
+    "abadges_history",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    # The award's row; kept as a number, not a foreign key: a revoked award's row is deleted.
+    sa.Column("award_id", sa.BigInteger(), nullable=False),
+    sa.Column("user_id", _text(MAX_USER_ID_LENGTH), nullable=False),
+    sa.Column("slug", _text(MAX_SLUG_LENGTH), nullable=False),
+    sa.Column("level", sa.SmallInteger(), nullable=False),
+    sa.Column("action", sa.String(WORD_LENGTH), nullable=False),
+    sa.Column("at", _datetime(), nullable=False),
+    sa.Column("source", sa.String(WORD_LENGTH), nullable=False),
+    # Who made the change (`by=`), and why (`reason=`); "by" is a keyword of SQL.
+    sa.Column("actor", _text(MAX_BY_LENGTH), nullable=True),
+    sa.Column("reason", _text(MAX_REASON_LENGTH), nullable=True),
+    sa.Index("abadges_history_user", "user_id", "at"),
+    sa.Index("abadges_history_badge", "slug", "at"),
+    sa.Index("abadges_history_at", "at"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+"""The history: one row per change of what a user holds, written in the transaction of the
+change."""

@@ -155,7 +155,7 @@ async def test_create_tables_is_idempotent(populated: BadgeRegistry) -> None:
 
 
 def test_metadata_describes_the_awards_table() -> None:
-    assert list(metadata.tables) == ["abadges_awards"]
+    assert list(metadata.tables) == ["abadges_awards", "abadges_history"]
     assert [c.name for c in awards.columns] == [
         "id",
         "user_id",
@@ -164,6 +164,10 @@ def test_metadata_describes_the_awards_table() -> None:
         "awarded_at",
         "award_key",
         "revoked_at",
+        "source",
+        "granted_by",
+        "reason",
+        "expires_at",
     ]
     [unique] = [
         c

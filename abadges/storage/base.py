@@ -13,10 +13,10 @@ import databases
 import sqlalchemy as sa
 from databases.interfaces import Record
 
-from ..awards import Award
+from ..awards import Award, AwardChange, Source
 from ..base import BadgeDetail
 from ..exceptions import AbadgesError, ConfigurationError, SchemaError
-from ..tables import awards
+from ..tables import awards, history
 from ._databases import new_connection
 from ._migrations import current as current_revision
 from ._migrations import head as head_revision
@@ -34,6 +34,10 @@ class NewAward:
     level: int
     awarded_at: datetime.datetime
     award_key: str = ""
+    source: Source = "event"
+    granted_by: str | None = None
+    reason: str | None = None
+    expires_at: datetime.datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,33 +187,43 @@ class Store(abc.ABC):
         """Record `new_awards`, skipping those the unique constraint already holds. Returns the
         awards recorded by this call."""
 
+    def now(self) -> datetime.datetime:
+        """The time to compare `expires_at` with, as this database's columns hold it."""
+        return datetime.datetime.now(UTC)
+
+    def held(self) -> sa.ColumnElement[bool]:
+        """The awards held now: neither revoked nor expired."""
+        return held(self.now())
+
     async def awards_for(self, user_id: str) -> list[Award]:
-        query = awards.select().where(awards.c.user_id == user_id, HELD)
+        query = awards.select().where(awards.c.user_id == user_id, self.held())
         return await self._fetch_awards(query.order_by(*_newest_first()))
 
     async def count_for(self, user_id: str) -> int:
-        query = sa.select(sa.func.count()).where(awards.c.user_id == user_id, HELD)
+        query = sa.select(sa.func.count()).where(awards.c.user_id == user_id, self.held())
         async with self.connection() as connection:
             with self.translating_errors():
                 return int(await connection.fetch_val(query))
 
     async def holds(self, user_id: str, slug: str, level: int | None) -> bool:
         query = sa.select(awards.c.id).where(
-            awards.c.user_id == user_id, *badge_filter(slug, level)
+            awards.c.user_id == user_id, *badge_filter(slug, level), self.held()
         )
         async with self.connection() as connection:
             with self.translating_errors():
                 return await connection.fetch_one(query.limit(1)) is not None
 
     async def holders(self, slug: str, level: int | None, limit: int, offset: int) -> list[Award]:
-        query = awards.select().where(*badge_filter(slug, level)).order_by(*_newest_first())
-        return await self._fetch_awards(query.limit(limit).offset(offset))
+        query = awards.select().where(*badge_filter(slug, level), self.held())
+        return await self._fetch_awards(
+            query.order_by(*_newest_first()).limit(limit).offset(offset)
+        )
 
     async def counts(self) -> dict[tuple[str, int], int]:
         """How many awards each (slug, level) has, for those with at least one."""
         query = (
             sa.select(awards.c.slug, awards.c.level, sa.func.count())
-            .where(HELD)
+            .where(self.held())
             .group_by(awards.c.slug, awards.c.level)
         )
         async with self.connection() as connection:
@@ -218,17 +232,63 @@ class Store(abc.ABC):
         return {(text(row[0]), int(row[1])): int(row[2]) for row in rows}
 
     async def revoke(
-        self, user_id: str, slug: str, level: int | None, at: datetime.datetime, keep_keys: bool
-    ) -> int:
-        """End the user's awards of a badge (of one level, if given); return how many.
+        self, user_id: str, slug: str, level: int | None, change: Change, keep_keys: bool
+    ) -> list[Award]:
+        """End the user's held awards of a badge (of one level, if given), each with its
+        history row written in the same transaction; return them.
 
-        With `keep_keys` (a `multiple` badge's awards) the rows stay, marked revoked at `at`,
-        so that their award keys stay taken; otherwise they are deleted."""
-        statement = revoking(user_id, slug, level, at, keep_keys)
+        With `keep_keys` (a `multiple` badge's awards) the rows stay, marked revoked at
+        `change.at`, so that their award keys stay taken; otherwise they are deleted."""
         async with self.connection() as connection:
             with self.translating_errors():
-                # PostgreSQL answers execute() with None and SQLite with the last inserted id.
-                return len(await connection.fetch_all(statement.returning(awards.c.id)))
+                return await self._revoke(connection, user_id, slug, level, change, keep_keys)
+
+    async def _revoke(
+        self,
+        connection: databases.core.Connection,
+        user_id: str,
+        slug: str,
+        level: int | None,
+        change: Change,
+        keep_keys: bool,
+    ) -> list[Award]:
+        where = (awards.c.user_id == user_id, *badge_filter(slug, level), self.held())
+        async with connection.transaction():
+            # Locked (PostgreSQL, MySQL) or in the one writer's transaction (SQLite): a
+            # concurrent revoke of the same awards waits, then finds them gone.
+            rows = await connection.fetch_all(awards.select().where(*where).with_for_update())
+            if not rows:
+                return []
+            ended = [self.award(row) for row in rows]
+            ids = [award.id for award in ended]
+            statement: sa.Update | sa.Delete = awards.delete()
+            if keep_keys:
+                statement = awards.update().values(revoked_at=self.stored(change.at))
+            await connection.execute(statement.where(awards.c.id.in_(ids)))
+            stored = dataclasses.replace(change, at=self.stored(change.at))
+            await connection.execute_many(
+                history.insert(), [stored.row(award, "revoked") for award in ended]
+            )
+        return ended
+
+    def stored(self, at: datetime.datetime) -> datetime.datetime:
+        """`at` as this database's datetime columns take it."""
+        return at.astimezone(UTC)
+
+    async def history(
+        self, user_id: str | None, slug: str | None, limit: int, offset: int
+    ) -> list[AwardChange]:
+        """The changes of what users hold, newest first: of one user, or one badge, if given."""
+        query = history.select()
+        if user_id is not None:
+            query = query.where(history.c.user_id == user_id)
+        if slug is not None:
+            query = query.where(history.c.slug == slug)
+        query = query.order_by(history.c.at.desc(), history.c.id.desc())
+        async with self.connection() as connection:
+            with self.translating_errors():
+                rows = await connection.fetch_all(query.limit(limit).offset(offset))
+        return [self.change(row) for row in rows]
 
     async def _fetch_awards(self, query: sa.Select[Any]) -> list[Award]:
         async with self.connection() as connection:
@@ -240,10 +300,8 @@ class Store(abc.ABC):
         slug = text(record["slug"])
         level = int(record["level"])
         detail = self._describe(slug, level)
-        awarded_at: datetime.datetime = record["awarded_at"]
-        awarded_at = (
-            awarded_at.replace(tzinfo=UTC) if awarded_at.tzinfo is None else awarded_at
-        ).astimezone(UTC)
+        awarded_at = utc(record["awarded_at"])
+        assert awarded_at is not None
         return Award(
             id=int(record["id"]),
             user_id=text(record["user_id"]),
@@ -252,6 +310,26 @@ class Store(abc.ABC):
             name=detail.name if detail else None,
             description=detail.description if detail else None,
             awarded_at=awarded_at,
+            source=record["source"],
+            granted_by=optional_text(record["granted_by"]),
+            reason=optional_text(record["reason"]),
+            expires_at=utc(record["expires_at"]),
+        )
+
+    def change(self, record: Record | Mapping[str, Any]) -> AwardChange:
+        """The `AwardChange` of a row of the history table."""
+        at = utc(record["at"])
+        assert at is not None
+        return AwardChange(
+            id=int(record["id"]),
+            action=record["action"],
+            user_id=text(record["user_id"]),
+            slug=text(record["slug"]),
+            level=int(record["level"]),
+            at=at,
+            source=record["source"],
+            by=optional_text(record["actor"]),
+            reason=optional_text(record["reason"]),
         )
 
     def returned(self, new_awards: Sequence[NewAward], rows: Sequence[Any]) -> list[Award]:
@@ -275,7 +353,18 @@ class Store(abc.ABC):
             name=detail.name if detail else None,
             description=detail.description if detail else None,
             awarded_at=award.awarded_at.astimezone(UTC),
+            source=award.source,
+            granted_by=award.granted_by,
+            reason=award.reason,
+            expires_at=None if award.expires_at is None else award.expires_at.astimezone(UTC),
         )
+
+    def granted(self, recorded: Sequence[Award]) -> list[dict[str, Any]]:
+        """The history rows of `recorded`, awards this insert recorded."""
+        return [
+            Change(self.stored(a.awarded_at), a.granted_by, a.reason).row(a, "granted")
+            for a in recorded
+        ]
 
 
 def ordered(new_awards: Sequence[NewAward]) -> list[NewAward]:
@@ -290,8 +379,52 @@ def text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def optional_text(value: str | bytes | None) -> str | None:
+    return None if value is None else text(value)
+
+
+def utc(value: datetime.datetime | None) -> datetime.datetime | None:
+    """A datetime column's value, aware, in UTC: SQLite and MySQL give it naive, in UTC."""
+    if value is None:
+        return None
+    return (value.replace(tzinfo=UTC) if value.tzinfo is None else value).astimezone(UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """When a change of the history happened, who made it and why."""
+
+    at: datetime.datetime
+    by: str | None = None
+    reason: str | None = None
+
+    def row(self, award: Award, action: str) -> dict[str, Any]:
+        """The history row of `action` on `award`."""
+        return {
+            "award_id": award.id,
+            "user_id": award.user_id,
+            "slug": award.slug,
+            "level": award.level,
+            "action": action,
+            "at": self.at,
+            "source": award.source,
+            "actor": self.by,
+            "reason": self.reason,
+        }
+
+
 #: The columns an insert gives, in the order of its statement text.
-COLUMNS = ("user_id", "slug", "level", "awarded_at", "award_key")
+COLUMNS = (
+    "user_id",
+    "slug",
+    "level",
+    "awarded_at",
+    "award_key",
+    "source",
+    "granted_by",
+    "reason",
+    "expires_at",
+)
 #: What the inserts of PostgreSQL and SQLite return: the id and the unique constraint's columns.
 RETURNING = "RETURNING id, user_id, slug, level, award_key"
 # The options databases takes from a URL's query string for its pools (databases.backends.*).
@@ -299,27 +432,23 @@ _POOL_OPTIONS = frozenset({"min_size", "max_size", "pool_recycle"})
 
 
 #: The columns that revisions after the first added: a database without them is not migrated.
-ADDED_COLUMNS = ("revoked_at",)
-#: The awards held: not revoked.
-HELD = awards.c.revoked_at.is_(None)
+ADDED_COLUMNS = ("revoked_at", "source", "granted_by", "expires_at")
+
+
+def held(now: datetime.datetime) -> sa.ColumnElement[bool]:
+    """The awards held at `now`: neither revoked nor expired."""
+    return sa.and_(
+        awards.c.revoked_at.is_(None),
+        sa.or_(awards.c.expires_at.is_(None), awards.c.expires_at > now),
+    )
 
 
 def badge_filter(slug: str, level: int | None) -> list[sa.ColumnElement[bool]]:
-    """The held awards of a badge (of one level, if given)."""
-    conditions = [awards.c.slug == slug, HELD]
+    """The awards of a badge (of one level, if given)."""
+    conditions = [awards.c.slug == slug]
     if level is not None:
         conditions.append(awards.c.level == level)
     return conditions
-
-
-def revoking(
-    user_id: str, slug: str, level: int | None, at: datetime.datetime, keep_keys: bool
-) -> sa.Update | sa.Delete:
-    """The statement that `Store.revoke()` runs."""
-    where = (awards.c.user_id == user_id, *badge_filter(slug, level))
-    if keep_keys:
-        return awards.update().where(*where).values(revoked_at=at)
-    return awards.delete().where(*where)
 
 
 def _newest_first() -> tuple[sa.UnaryExpression[Any], ...]:

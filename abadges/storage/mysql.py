@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from ..awards import Award
-from ..tables import awards
-from .base import NewAward, Store, ordered, revoking
+from ..tables import awards, history
+from .base import Change, NewAward, Store, ordered
 
 logger = logging.getLogger("abadges")
 
@@ -61,12 +61,13 @@ class MySQLStore(Store):
     async def _insert_all(
         self, connection: databases.core.Connection, rows: Sequence[dict[str, Any]]
     ) -> list[Award]:
-        # One statement commits on its own; several share a transaction, so that an error on a
-        # later one (a deadlock, say) leaves none committed: none recorded, none unannounced.
-        if len(rows) == 1:
-            return await self._insert(connection, rows[0])
+        # One transaction, so that an error on a later one (a deadlock, say) leaves none
+        # committed (none recorded, none unannounced), and the history rows with them.
         async with connection.transaction():
-            return [award for values in rows for award in await self._insert(connection, values)]
+            recorded = [a for values in rows for a in await self._insert(connection, values)]
+            if recorded:
+                await connection.execute(history.insert().values(self.granted(recorded)))
+        return recorded
 
     async def _insert(
         self, connection: databases.core.Connection, values: dict[str, Any]
@@ -81,14 +82,19 @@ class MySQLStore(Store):
         return [self.award({**values, "id": new_id})] if new_id else []
 
     async def revoke(
-        self, user_id: str, slug: str, level: int | None, at: datetime.datetime, keep_keys: bool
-    ) -> int:
-        statement = revoking(user_id, slug, level, _naive_utc(at), keep_keys)
+        self, user_id: str, slug: str, level: int | None, change: Change, keep_keys: bool
+    ) -> list[Award]:
         async with self.connection() as connection:
             with self.translating_errors():
-                # The MySQL backends answer an execute() without an inserted id with rowcount.
-                count = await _retrying_deadlocks(lambda: connection.execute(statement))
-        return int(count)
+                return await _retrying_deadlocks(
+                    lambda: self._revoke(connection, user_id, slug, level, change, keep_keys)
+                )
+
+    def now(self) -> datetime.datetime:
+        return _naive_utc(datetime.datetime.now(datetime.UTC))
+
+    def stored(self, at: datetime.datetime) -> datetime.datetime:
+        return _naive_utc(at)
 
     def is_missing_table(self, exc: BaseException) -> bool:
         return bool(exc.args) and exc.args[0] == NO_SUCH_TABLE
@@ -142,6 +148,8 @@ async def _retrying_deadlocks(attempt: Callable[[], Awaitable[Result]]) -> Resul
 def _values(award: NewAward) -> dict[str, Any]:
     values = dataclasses.asdict(award)
     values["awarded_at"] = _naive_utc(award.awarded_at)
+    if award.expires_at is not None:
+        values["expires_at"] = _naive_utc(award.expires_at)
     return values
 
 

@@ -13,7 +13,7 @@ import anyio
 import databases
 
 from ..awards import Award
-from ..tables import awards
+from ..tables import awards, history
 from ._databases import new_connection
 from .base import COLUMNS, RETURNING, Describe, NewAward, Store, ordered
 
@@ -68,15 +68,19 @@ class SQLiteStore(Store):
         awards_in_order = ordered(new_awards)
         records = []
         async with self.connection() as connection:
-            for start in range(0, len(awards_in_order), ROWS_PER_INSERT):
-                chunk = awards_in_order[start : start + ROWS_PER_INSERT]
-                values = [value for award in chunk for value in _values(award)]
-                with self.translating_errors():
-                    # One trip to aiosqlite's thread, not three (execute, fetch, close).
-                    records += await connection.raw_connection.execute_fetchall(
-                        _insert(len(chunk)), values
-                    )
-        return self.returned(awards_in_order, records)
+            with self.translating_errors():
+                # The awards and their history rows in one transaction.
+                async with connection.transaction():
+                    raw = connection.raw_connection
+                    for start in range(0, len(awards_in_order), ROWS_PER_INSERT):
+                        chunk = awards_in_order[start : start + ROWS_PER_INSERT]
+                        values = [value for award in chunk for value in _values(award)]
+                        # One trip to aiosqlite's thread, not three (execute, fetch, close).
+                        records += await raw.execute_fetchall(_insert(len(chunk)), values)
+                    recorded = self.returned(awards_in_order, records)
+                    if recorded:
+                        await raw.executemany(GRANTED, [_granted(award) for award in recorded])
+        return recorded
 
     def is_missing_table(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith(
@@ -89,19 +93,48 @@ class SQLiteStore(Store):
 
 @functools.cache
 def _insert(rows: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+    values = ", ".join([f"({', '.join('?' * len(COLUMNS))})"] * rows)
     return (
         f"INSERT INTO {awards.name} ({', '.join(COLUMNS)}) VALUES {values} "
         f"ON CONFLICT DO NOTHING {RETURNING}"
     )
 
 
-def _values(award: NewAward) -> tuple[str, str, int, str, str]:
+GRANTED = (
+    f"INSERT INTO {history.name} (award_id, user_id, slug, level, action, at, source, actor, "
+    "reason) VALUES (?, ?, ?, ?, 'granted', ?, ?, ?, ?)"
+)
+
+
+def _granted(award: Award) -> tuple[object, ...]:
+    return (
+        award.id,
+        award.user_id,
+        award.slug,
+        award.level,
+        _text_datetime(award.awarded_at),
+        award.source,
+        award.granted_by,
+        award.reason,
+    )
+
+
+def _values(award: NewAward) -> tuple[object, ...]:
+    expires_at = None if award.expires_at is None else _text_datetime(award.expires_at)
+    return (
+        award.user_id,
+        award.slug,
+        award.level,
+        _text_datetime(award.awarded_at),
+        award.award_key,
+        award.source,
+        award.granted_by,
+        award.reason,
+        expires_at,
+    )
+
+
+def _text_datetime(at: datetime.datetime) -> str:
     # The text SQLAlchemy's SQLite DateTime stores, in UTC, so that its queries read it back.
     # Not strftime("%Y"): it writes the year 999 as "999", which no query reads back.
-    at = (
-        award.awarded_at.astimezone(datetime.UTC)
-        .replace(tzinfo=None)
-        .isoformat(" ", "microseconds")
-    )
-    return (award.user_id, award.slug, award.level, at, award.award_key)
+    return at.astimezone(datetime.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
