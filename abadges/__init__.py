@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .awards import Award
+from .awards import Award, AwardChange
 from .base import Badge, BadgeAwarded, BadgeDetail
 from .config import Settings
 from .exceptions import (
@@ -33,6 +33,7 @@ badges = BadgeRegistry()
 __all__ = [
     "AbadgesError",
     "Award",
+    "AwardChange",
     "Badge",
     "BadgeAlreadyRegisteredError",
     "BadgeAwarded",

@@ -10,6 +10,7 @@ reached), 2 on a usage error. See docs/cli.md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -141,23 +142,87 @@ def holders(slug: str, level: int | None, limit: int, offset: int, as_json: bool
     print_awards(found, ("id", "user_id", "level", "name", "awarded_at"), as_json)
 
 
+by_option = click.option("--by", metavar="WHO", help="Who makes the change, for the history.")
+reason_option = click.option("--reason", metavar="TEXT", help="Why, for the history.")
+
+
 @main.command()
 @click.argument("user")
 @click.argument("slug")
 @click.argument("level", type=int, required=False)
-# The award lifecycle adds --by and --reason here, passed on to registry.revoke().
+@by_option
+@reason_option
 @json_option
-def revoke(user: str, slug: str, level: int | None, as_json: bool) -> None:
+def grant(
+    user: str, slug: str, level: int | None, by: str | None, reason: str | None, as_json: bool
+) -> None:
+    """Award a badge by hand.
+
+    Gives USER badge SLUG at LEVEL (which a badge of one level does not need), recorded as a
+    manual award with --by and --reason, and prints it. A level held already is not an error.
+    """
+    award = run(lambda registry: registry.grant(user, slug, level, by=by, reason=reason))
+    if as_json:
+        print_json(None if award is None else award_record(award))
+        return
+    if award is None:
+        click.echo(f"User {user!r} holds {describe_badge(slug, level)} already.")
+        return
+    which = describe_badge(slug, award.level)
+    click.echo(f"Granted {which} ({award.name}) to user {user!r}: award {award.id}.")
+
+
+@main.command()
+@click.argument("user")
+@click.argument("slug")
+@click.argument("level", type=int, required=False)
+@by_option
+@reason_option
+@json_option
+def revoke(
+    user: str, slug: str, level: int | None, by: str | None, reason: str | None, as_json: bool
+) -> None:
     """Remove a user's awards of a badge.
 
-    Removes USER's awards of badge SLUG (of LEVEL only, if given) and prints how many.
+    Removes USER's awards of badge SLUG (of LEVEL only, if given), each written to the history
+    with --by and --reason, and prints how many.
     """
-    count = run(lambda registry: registry.revoke(user, slug, level))
+    count = run(lambda registry: registry.revoke(user, slug, level, by=by, reason=reason))
     if as_json:
         print_json({"user_id": user, "slug": slug, "level": level, "revoked": count})
         return
-    which = f"badge {slug!r}" if level is None else f"badge {slug!r} level {level}"
+    which = describe_badge(slug, level)
     click.echo(f"Revoked {count} award{'' if count == 1 else 's'} of {which} from user {user!r}.")
+
+
+@main.command("history")
+@click.option("--user", metavar="USER", help="Only this user's changes.")
+@click.option("--badge", "slug", metavar="SLUG", help="Only this badge's changes.")
+@click.option(
+    "--limit", type=click.IntRange(min=0), default=50, show_default=True, help="Changes per page."
+)
+@click.option(
+    "--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Changes to skip."
+)
+@json_option
+def show_history(
+    user: str | None, slug: str | None, limit: int, offset: int, as_json: bool
+) -> None:
+    """Changes of what users hold, newest first.
+
+    Every grant, revoke, expiry and replacement, with who made it and why: of --user, of
+    --badge, or of everyone, a page at a time.
+    """
+    found = run(lambda registry: registry.history(user, slug, limit=limit, offset=offset))
+    records = [dataclasses.asdict(change) | {"at": change.at.isoformat()} for change in found]
+    if as_json:
+        print_json(records)
+        return
+    columns = ("at", "action", "user_id", "slug", "level", "source", "by", "reason")
+    shown = [
+        {**r, "at": c.at.isoformat(timespec="seconds")} for r, c in zip(records, found, strict=True)
+    ]
+    print_table(columns, [[r[c] for c in columns] for r in shown])
 
 
 @main.group()
@@ -417,7 +482,15 @@ def award_record(award: Award) -> dict[str, Any]:
         "name": award.name,
         "description": award.description,
         "awarded_at": award.awarded_at.isoformat(),
+        "source": award.source,
+        "granted_by": award.granted_by,
+        "reason": award.reason,
+        "expires_at": None if award.expires_at is None else award.expires_at.isoformat(),
     }
+
+
+def describe_badge(slug: str, level: int | None) -> str:
+    return f"badge {slug!r}" if level is None else f"badge {slug!r} level {level}"
 
 
 def print_json(data: object) -> None:

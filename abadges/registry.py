@@ -24,6 +24,7 @@ from .exceptions import (
     BadgeAlreadyRegisteredError,
     BadgeNotRegisteredError,
     ConfigurationError,
+    InvalidLevelError,
     InvalidStateError,
     NotConnectedError,
 )
@@ -358,6 +359,12 @@ class BadgeRegistry:
         holds that level already (a `multiple` badge gets a new award each time). The level
         is checked as `award()`'s result is; the `on_award` callbacks run."""
         badge = self.get_badge(slug)
+        if level is not None:
+            badge.check_level(level)
+        elif len(badge.levels) > 1:
+            raise InvalidLevelError(
+                f"grant() of badge {slug!r} needs a level: it has {len(badge.levels)} levels."
+            )
         got = badge.level_awarded(BadgeAwarded(level=level))
         assert got is not None
         at = _forced_timestamp(force_timestamp) or datetime.datetime.now(datetime.UTC)

@@ -62,6 +62,9 @@ awards = sa.Table(
     sa.Index("abadges_awards_holders", "slug", "level", "awarded_at"),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
+    # SQLite would give a deleted last row's id to the next row, and the history names awards
+    # by id: AUTOINCREMENT never reuses one.
+    sqlite_autoincrement=True,
 )
 """The awards table: one row per award held, and one per revoked award of a `multiple` badge."""
 

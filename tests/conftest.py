@@ -23,7 +23,7 @@ import redis.asyncio
 import sqlalchemy as sa
 
 from abadges import BadgeRegistry
-from abadges.tables import awards
+from abadges.tables import awards, history
 from abadges.testing import RedisServer
 from tests.support import IN_CI, Rows, answers
 
@@ -115,7 +115,8 @@ async def registry(
     registry.configure(database_url=database_url, redis_url=redis_url, queue_name=queue_name)
     async with registry.lifespan():
         await registry.create_tables()
-        await registry._connected_store().database.execute(awards.delete())
+        await registry.database.execute(awards.delete())
+        await registry.database.execute(history.delete())
         yield registry
 
 

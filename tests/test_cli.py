@@ -149,6 +149,10 @@ def award_json(user: str, slug: str, level: int, at: datetime.datetime) -> dict[
         "name": detail[0],
         "description": detail[1],
         "awarded_at": at.isoformat(),
+        "source": "event",
+        "granted_by": None,
+        "reason": None,
+        "expires_at": None,
     }
 
 
@@ -459,3 +463,42 @@ async def test_redis_unreachable_is_a_user_error_within_seconds(
 def test_version() -> None:
     done = subprocess.run([ABADGES, "--version"], capture_output=True, text=True, check=True)
     assert re.fullmatch(r"abadges, version \d+\.\d+\.\d+\S*\n", done.stdout)
+
+
+async def test_grant_revoke_with_a_reason_and_history(cli: Cli) -> None:
+    assert (await cli("db", "upgrade")).code == 0
+    granted = await cli("grant", "ada", "points", "2", "--by", "mod:eve", "--reason", "Meetup")
+    assert (granted.code, granted.err) == (0, "")
+    assert re.fullmatch(
+        r"Granted badge 'points' level 2 \(Silver\) to user 'ada': award \d+\.\n", granted.out
+    )
+    again = await cli("grant", "ada", "points", "2")
+    assert again.out == "User 'ada' holds badge 'points' level 2 already.\n"
+    [award] = (await cli("awards", "ada", "--json")).json()
+    assert (award["source"], award["granted_by"], award["reason"]) == (
+        "manual",
+        "mod:eve",
+        "Meetup",
+    )
+    revoked = await cli("revoke", "ada", "points", "--by", "mod:eve", "--reason", "Duplicate")
+    assert revoked.out == "Revoked 1 award of badge 'points' from user 'ada'.\n"
+
+    shown = await cli("history", "--user", "ada")
+    lines = shown.out.splitlines()
+    assert re.split(r"\s{2,}", lines[0]) == [
+        "at", "action", "user_id", "slug", "level", "source", "by", "reason"
+    ]  # fmt: skip
+    assert [re.split(r"\s{2,}", line)[1:] for line in lines[1:]] == [
+        ["revoked", "ada", "points", "2", "manual", "mod:eve", "Duplicate"],
+        ["granted", "ada", "points", "2", "manual", "mod:eve", "Meetup"],
+    ]
+    changes = (await cli("history", "--badge", "points", "--limit", "1", "--json")).json()
+    assert [(c["action"], c["by"], c["reason"]) for c in changes] == [
+        ("revoked", "mod:eve", "Duplicate")
+    ]
+    assert (await cli("history", "--user", "bob", "--json")).json() == []
+    bad = await cli("grant", "ada", "points", "7")
+    assert (bad.code, bad.error_line()) == (
+        1,
+        "Badge 'points' has 3 level(s); level 7 is out of range.",
+    )

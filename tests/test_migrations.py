@@ -202,6 +202,12 @@ async def test_a_database_at_0001_upgrades_keeping_its_awards(empty_url: str) ->
         sqlite = databases.DatabaseURL(empty_url).dialect == "sqlite"
         at = [datetime.datetime(year, 1, 1, 8, 30, tzinfo=UTC) for year in (2023, 999, 99)]
         assert found == ([START, *at] if sqlite else [START])
+        # Revision 0003 gives each existing award its "granted" row, dated when it was awarded.
+        history = await registry.history("ana")
+        assert [(c.action, c.source, c.at) for c in history] == [
+            ("granted", "event", at) for at in found
+        ]
+        assert {a.source for a in await registry.awards_for("ana")} == {"event"}
         assert await registry.revoke("ana", "thanks") == len(found)
         # Revoked, and the keys stay taken.
         assert await registry.badge_count("ana") == 0

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from abadges import BadgeRegistry
+from abadges.tables import history
 from tests.support import Rows
 from tests.support.race_child import RaceBadge
 
@@ -23,15 +26,15 @@ async def read_line(stream: BufferedByteReceiveStream) -> str:
     return (await stream.receive_until(b"\n", 1 << 16)).decode()
 
 
-async def test_concurrent_processes_record_each_level_once(
-    registry: BadgeRegistry, database_url: str, stored_rows: Rows
-) -> None:
-    registry.register(RaceBadge)
+async def race(database_url: str, calls: int, *mode: str) -> list[Any]:
+    """What each of PROCESSES children, started on "go" at once, printed."""
     processes: list[Process] = []
     try:
         for _ in range(PROCESSES):
             processes.append(
-                await anyio.open_process([sys.executable, str(CHILD), database_url, str(CALLS)])
+                await anyio.open_process(
+                    [sys.executable, str(CHILD), database_url, str(calls), *mode]
+                )
             )
         outputs = [BufferedByteReceiveStream(p.stdout) for p in processes]  # type: ignore[arg-type]
         with anyio.fail_after(60):
@@ -40,13 +43,21 @@ async def test_concurrent_processes_record_each_level_once(
             for process in processes:
                 assert process.stdin is not None
                 await process.stdin.send(b"go\n")
-            recorded = [json.loads(await read_line(output)) for output in outputs]
+            printed = [json.loads(await read_line(output)) for output in outputs]
             assert [await process.wait() for process in processes] == [0] * PROCESSES
     finally:
         for process in processes:
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+    return printed
+
+
+async def test_concurrent_processes_record_each_level_once(
+    registry: BadgeRegistry, database_url: str, stored_rows: Rows
+) -> None:
+    registry.register(RaceBadge)
+    recorded = await race(database_url, CALLS)
 
     assert sorted(await stored_rows()) == [
         ("racer", "race", 1),
@@ -56,3 +67,35 @@ async def test_concurrent_processes_record_each_level_once(
     ids = [award_id for ids in recorded for award_id in ids]
     assert len(ids) == 3, f"each level must be reported recorded by exactly one call: {recorded}"
     assert sorted(ids) == sorted(a.id for a in await registry.holders("race"))
+
+
+async def test_revokes_racing_awards_across_processes_keep_the_history_whole(
+    registry: BadgeRegistry, database_url: str
+) -> None:
+    """Each award has exactly one "granted" row, at most one "revoked" row, and is held
+    exactly when it has none; every award a call reported and every revoke is in it."""
+    registry.register(RaceBadge)
+    recorded: list[int] = []
+    revoked = 0
+    for _ in range(5):  # Timing decides whether a revoke meets an award: a few rounds do.
+        printed = await race(database_url, 60, "revoke")
+        recorded += [award_id for out in printed for award_id in out["recorded"]]
+        revoked += sum(out["revoked"] for out in printed)
+        if revoked:
+            break
+    changes = await registry.history("racer", limit=10_000)
+    granted = Counter(c.id for c in changes if c.action == "granted")
+    assert len(granted) == len(recorded)
+    assert revoked, "no revoke raced an award"
+    held = {a.id for a in await registry.holders("race")}
+    by_award: dict[int, list[str]] = {}
+    rows = await registry.database.fetch_all(
+        history.select().where(history.c.user_id == "racer").order_by(history.c.id)
+    )
+    for row in rows:
+        by_award.setdefault(int(row["award_id"]), []).append(row["action"])
+    assert sorted(by_award) == sorted(recorded)
+    for award_id, actions in by_award.items():
+        assert actions in (["granted"], ["granted", "revoked"]), (award_id, actions)
+        assert (actions == ["granted"]) == (award_id in held), (award_id, actions)
+    assert sum(actions == ["granted", "revoked"] for actions in by_award.values()) == revoked

@@ -253,10 +253,11 @@ class Store(abc.ABC):
         keep_keys: bool,
     ) -> list[Award]:
         where = (awards.c.user_id == user_id, *badge_filter(slug, level), self.held())
-        async with connection.transaction():
+        async with self.transaction(connection):
             # Locked (PostgreSQL, MySQL) or in the one writer's transaction (SQLite): a
             # concurrent revoke of the same awards waits, then finds them gone.
-            rows = await connection.fetch_all(awards.select().where(*where).with_for_update())
+            query = awards.select().where(*where).order_by(awards.c.id)
+            rows = await connection.fetch_all(query.with_for_update())
             if not rows:
                 return []
             ended = [self.award(row) for row in rows]
@@ -270,6 +271,12 @@ class Store(abc.ABC):
                 history.insert(), [stored.row(award, "revoked") for award in ended]
             )
         return ended
+
+    def transaction(
+        self, connection: databases.core.Connection
+    ) -> contextlib.AbstractAsyncContextManager[object]:
+        """A transaction that writes, on `connection`."""
+        return connection.transaction()
 
     def stored(self, at: datetime.datetime) -> datetime.datetime:
         """`at` as this database's datetime columns take it."""

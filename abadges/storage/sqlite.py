@@ -62,6 +62,21 @@ class SQLiteStore(Store):
                 raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
             yield self._held
 
+    @contextlib.asynccontextmanager
+    async def transaction(self, connection: databases.core.Connection) -> AsyncIterator[object]:
+        # BEGIN IMMEDIATE takes the write lock at once, waiting for it as long as the busy
+        # timeout allows. A plain BEGIN takes it at the first write: after a read, another
+        # process's write lock makes that fail at once with "database is locked".
+        raw = connection.raw_connection
+        await raw.execute("BEGIN IMMEDIATE")
+        try:
+            yield raw
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await raw.rollback()
+            raise
+        await raw.commit()
+
     async def insert(self, new_awards: Sequence[NewAward]) -> list[Award]:
         if not new_awards:
             return []
@@ -70,7 +85,7 @@ class SQLiteStore(Store):
         async with self.connection() as connection:
             with self.translating_errors():
                 # The awards and their history rows in one transaction.
-                async with connection.transaction():
+                async with self.transaction(connection):
                     raw = connection.raw_connection
                     for start in range(0, len(awards_in_order), ROWS_PER_INSERT):
                         chunk = awards_in_order[start : start + ROWS_PER_INSERT]

@@ -1,6 +1,9 @@
 """The award lifecycle: where each award came from, who granted it and why, when it expires;
 and the history table, one row per change of what a user holds.
 
+On SQLite the awards table is rebuilt, its rows kept, with AUTOINCREMENT, so that an id is
+never given twice.
+
 Existing awards get `source` "event": the table cannot tell which came from a deferred job (a
 job's awards carry the event's key, as inline ones do). Each existing award gets its "granted"
 row in the history, dated `awarded_at`, and each revoked one (revision 0002) its "revoked" row,
@@ -37,6 +40,13 @@ def _datetime() -> sa.types.TypeEngine[datetime.datetime]:
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        # The history names awards by id, and SQLite gives a deleted last row's id to the next
+        # row unless the table has AUTOINCREMENT, which only a new table can get.
+        with op.batch_alter_table(
+            AWARDS, recreate="always", table_kwargs={"sqlite_autoincrement": True}
+        ):
+            pass
     op.add_column(
         AWARDS, sa.Column("source", sa.String(16), nullable=False, server_default="event")
     )
