@@ -474,6 +474,9 @@ async def test_grant_revoke_with_a_reason_and_history(cli: Cli) -> None:
     )
     again = await cli("grant", "ada", "points", "2")
     assert again.out == "User 'ada' holds badge 'points' level 2 already.\n"
+    assert (await cli("grant", "ada", "points", "2", "--json")).json() is None
+    thanks = (await cli("grant", "bob", "thanks", "--json")).json()
+    assert (thanks["slug"], thanks["source"], thanks["granted_by"]) == ("thanks", "manual", None)
     [award] = (await cli("awards", "ada", "--json")).json()
     assert (award["source"], award["granted_by"], award["reason"]) == (
         "manual",

@@ -148,8 +148,7 @@ async def _retrying_deadlocks(attempt: Callable[[], Awaitable[Result]]) -> Resul
 def _values(award: NewAward) -> dict[str, Any]:
     values = dataclasses.asdict(award)
     values["awarded_at"] = _naive_utc(award.awarded_at)
-    if award.expires_at is not None:
-        values["expires_at"] = _naive_utc(award.expires_at)
+    values["expires_at"] = None if award.expires_at is None else _naive_utc(award.expires_at)
     return values
 
 
