@@ -499,7 +499,7 @@ async def test_grant_revoke_with_a_reason_and_history(cli: Cli) -> None:
     assert [(c["action"], c["by"], c["reason"]) for c in changes] == [
         ("revoked", "mod:eve", "Duplicate")
     ]
-    assert (await cli("history", "--user", "bob", "--json")).json() == []
+    assert (await cli("history", "--user", "cy", "--json")).json() == []
     bad = await cli("grant", "ada", "points", "7")
     assert (bad.code, bad.error_line()) == (
         1,
