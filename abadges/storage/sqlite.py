@@ -71,11 +71,12 @@ class SQLiteStore(Store):
         await raw.execute("BEGIN IMMEDIATE")
         try:
             yield raw
+            await raw.commit()
         except BaseException:
+            # Also when the commit failed: the connection must not stay in the transaction.
             with anyio.CancelScope(shield=True):
                 await raw.rollback()
             raise
-        await raw.commit()
 
     async def insert(self, new_awards: Sequence[NewAward]) -> list[Award]:
         if not new_awards:
