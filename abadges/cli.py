@@ -142,17 +142,23 @@ def holders(slug: str, level: int | None, limit: int, offset: int, as_json: bool
     print_awards(found, ("id", "user_id", "level", "name", "awarded_at"), as_json)
 
 
-by_option = click.option("--by", metavar="WHO", help="Who makes the change, for the history.")
-reason_option = click.option("--reason", metavar="TEXT", help="Why, for the history.")
+def change_command(command: Callable[..., None]) -> Callable[..., None]:
+    """The arguments and options of a command that changes what a user holds."""
+    for decorator in reversed(
+        (
+            click.argument("user"),
+            click.argument("slug"),
+            click.argument("level", type=int, required=False),
+            click.option("--by", metavar="WHO", help="Who makes the change, for the history."),
+            click.option("--reason", metavar="TEXT", help="Why, for the history."),
+            json_option,
+        )
+    ):
+        command = decorator(command)
+    return main.command()(command)
 
 
-@main.command()
-@click.argument("user")
-@click.argument("slug")
-@click.argument("level", type=int, required=False)
-@by_option
-@reason_option
-@json_option
+@change_command
 def grant(
     user: str, slug: str, level: int | None, by: str | None, reason: str | None, as_json: bool
 ) -> None:
@@ -172,13 +178,7 @@ def grant(
     click.echo(f"Granted {which} ({award.name}) to user {user!r}: award {award.id}.")
 
 
-@main.command()
-@click.argument("user")
-@click.argument("slug")
-@click.argument("level", type=int, required=False)
-@by_option
-@reason_option
-@json_option
+@change_command
 def revoke(
     user: str, slug: str, level: int | None, by: str | None, reason: str | None, as_json: bool
 ) -> None:

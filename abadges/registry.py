@@ -18,7 +18,7 @@ from ._connection import NOT_CONNECTED, Connection
 from ._utils import import_from_string, maybe_await, shorten
 from .awarding import AwardCallback, AwardFlow, Outcome, award_key, event_award_key, freeze
 from .awards import Award, AwardChange
-from .base import Badge, BadgeAwarded, BadgeDetail, check_definition
+from .base import Badge, BadgeDetail, check_definition
 from .config import Settings, UserLoader
 from .exceptions import (
     BadgeAlreadyRegisteredError,
@@ -359,20 +359,19 @@ class BadgeRegistry:
         holds that level already (a `multiple` badge gets a new award each time). The level
         is checked as `award()`'s result is; the `on_award` callbacks run."""
         badge = self.get_badge(slug)
-        if level is not None:
-            badge.check_level(level)
-        elif len(badge.levels) > 1:
-            raise InvalidLevelError(
-                f"grant() of badge {slug!r} needs a level: it has {len(badge.levels)} levels."
-            )
-        got = badge.level_awarded(BadgeAwarded(level=level))
-        assert got is not None
+        if level is None:
+            if len(badge.levels) > 1:
+                raise InvalidLevelError(
+                    f"grant() of badge {slug!r} needs a level: it has {len(badge.levels)} levels."
+                )
+            level = 1
+        badge.check_level(level)
         at = _forced_timestamp(force_timestamp) or datetime.datetime.now(datetime.UTC)
         user_id = self._identify(user)
         new = NewAward(
             user_id,
             slug,
-            got,
+            level,
             at,
             award_key(badge, None),
             "manual",
