@@ -84,9 +84,8 @@ history = sa.Table(
     # Who made the change (`by=`), and why (`reason=`); "by" is a keyword of SQL.
     sa.Column("actor", _text(MAX_BY_LENGTH), nullable=True),
     sa.Column("reason", _text(MAX_REASON_LENGTH), nullable=True),
-    sa.Index("abadges_history_user", "user_id", "at"),
-    sa.Index("abadges_history_badge", "slug", "at"),
-    sa.Index("abadges_history_at", "at"),
+    sa.Index("abadges_history_user", "user_id", "id"),
+    sa.Index("abadges_history_badge", "slug", "id"),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )

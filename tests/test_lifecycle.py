@@ -146,3 +146,15 @@ async def test_deferred_awards_are_marked_as_such(lifecycle: BadgeRegistry) -> N
     assert changes(await lifecycle.history()) == [
         ("granted", "ana", "visitor", 1, "deferred", None, None)
     ]
+
+
+async def test_the_history_is_in_the_order_of_the_changes(lifecycle: BadgeRegistry) -> None:
+    """Not in the order of `at`: a grant dated in the past, after a revoke, is the newest."""
+    first = await lifecycle.grant("ana", "rank", 1, force_timestamp=START)
+    assert await lifecycle.revoke("ana", "rank", reason="Mistake") == 1
+    again = await lifecycle.grant("ana", "rank", 1, force_timestamp=START)
+    assert first is not None and again is not None
+    # The id of a deleted last row is not given again (SQLite's AUTOINCREMENT).
+    assert again.id > first.id
+    assert [c.action for c in await lifecycle.history("ana")] == ["granted", "revoked", "granted"]
+    assert await lifecycle.has_badge("ana", "rank", 1)

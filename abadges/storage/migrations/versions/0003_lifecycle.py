@@ -68,9 +68,9 @@ def upgrade() -> None:
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
     )
-    op.create_index("abadges_history_user", HISTORY, ["user_id", "at"])
-    op.create_index("abadges_history_badge", HISTORY, ["slug", "at"])
-    op.create_index("abadges_history_at", HISTORY, ["at"])
+    # history() reads newest first, by id: of a user, of a badge, or of all (the primary key).
+    op.create_index("abadges_history_user", HISTORY, ["user_id", "id"])
+    op.create_index("abadges_history_badge", HISTORY, ["slug", "id"])
     columns = "award_id, user_id, slug, level, action, at, source"
     op.execute(
         f"INSERT INTO {HISTORY} ({columns}) "
