@@ -424,10 +424,6 @@ class BadgeRegistry:
 
     # Helpers ------------------------------------------------------------------------------------
 
-    @property
-    def _store(self) -> Store | None:
-        return None if self._connection is None else self._connection.store
-
     def _call(self) -> contextlib.AbstractContextManager[Connection]:
         """The connection, for one call in flight (see `abadges._connection`)."""
         if self._connection is None:

@@ -69,7 +69,7 @@ async def test_connect_twice_keeps_one_connection(tmp_path: Path) -> None:
         await registry.connect()
         assert registry._connected_store() is store
     await registry.disconnect()
-    assert registry._store is None
+    assert registry._connection is None
 
 
 SECRET = "p@ss/w:rd+="

@@ -121,6 +121,15 @@ def connected(url: str) -> BadgeRegistry:
     return registry
 
 
+async def migrate_at_once(registries: list[BadgeRegistry]) -> None:
+    """Start every registry's migrate() together; each database ends up current."""
+    async with anyio.create_task_group() as task_group:
+        for registry in registries:
+            task_group.start_soon(registry.migrate)
+    for registry in registries:
+        assert (await registry.migration_status()).is_current
+
+
 async def test_migrate_creates_the_schema_of_tables_py(empty_url: str) -> None:
     async with connected(empty_url).lifespan() as registry:
         assert await registry.migration_status() == MigrationStatus(current=None, head="0003")
@@ -272,11 +281,7 @@ async def test_concurrent_migrations_take_turns(empty_url: str) -> None:
     for registry in registries:
         await registry.connect()
     try:
-        async with anyio.create_task_group() as task_group:
-            for registry in registries:
-                task_group.start_soon(registry.migrate)
-        for registry in registries:
-            assert (await registry.migration_status()).is_current
+        await migrate_at_once(registries)
         assert len(await registries[0].possibly_award_badge("ranked", user="ana", level=1)) == 1
     finally:
         for registry in registries:
@@ -393,11 +398,7 @@ async def test_one_process_migrates_several_databases_at_once(tmp_path: pathlib.
     for registry in registries:
         await registry.connect()
     try:
-        async with anyio.create_task_group() as task_group:
-            for registry in registries:
-                task_group.start_soon(registry.migrate)
-        for registry in registries:
-            assert (await registry.migration_status()).is_current
+        await migrate_at_once(registries)
     finally:
         for registry in registries:
             await registry.disconnect()

@@ -78,6 +78,17 @@ async def drain(registry: BadgeRegistry, **overrides: Any) -> Worker:
     return worker
 
 
+async def user_without(server: RedisServer, command: str) -> str:
+    """The URL of a new user of `server` who may run every command but `command`."""
+    client = redis.asyncio.Redis.from_url(server.url)
+    await client.acl_setuser(
+        "app", enabled=True, passwords=["+s3cret"], keys=["*"], channels=["*"],
+        commands=["+@all", f"-{command}"],
+    )  # fmt: skip
+    await client.aclose()
+    return f"redis://app:s3cret@127.0.0.1:{server.port}"
+
+
 def envelope(payload: object, function: str = JOB_NAME) -> bytes:
     return dumps({"t": None, "f": function, "a": [payload], "k": {}, "et": int(time.time() * 1000)})
 
@@ -382,13 +393,7 @@ async def test_a_redis_that_refuses_config_is_warned_about(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # A user without CONFIG, as on managed services that disable it.
-    client = redis.asyncio.Redis.from_url(redis_server.url)
-    await client.acl_setuser(
-        "app", enabled=True, passwords=["+s3cret"], keys=["*"], channels=["*"],
-        commands=["+@all", "-config"],
-    )  # fmt: skip
-    await client.aclose()
-    url = f"redis://app:s3cret@127.0.0.1:{redis_server.port}"
+    url = await user_without(redis_server, "config")
     registry = BadgeRegistry()
     registry.configure(database_url=database_url, redis_url=url, queue_name=queue_name)
     registry.register(SeenBadge)
@@ -560,7 +565,7 @@ async def test_startup_refuses_a_worker_without_deferred_badges(
     with pytest.raises(ConfigurationError) as caught:
         await drain(registry)
     assert str(caught.value).startswith(message)
-    assert registry._store is None
+    assert registry._connection is None
 
 
 async def test_startup_refuses_the_default_database_file_when_it_is_missing(
@@ -653,11 +658,11 @@ async def test_the_hooks_wrap_the_users_own(
     started: list[str] = []
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        assert registry._store is not None
+        assert registry._connection is not None
         started.append("user startup")
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
-        assert registry._store is not None
+        assert registry._connection is not None
         started.append("user shutdown")
 
     client = redis.asyncio.Redis.from_url(redis_url)
@@ -668,7 +673,7 @@ async def test_the_hooks_wrap_the_users_own(
         assert [w["pid"] for w in await live_workers(redis_url, queue_name)] == [os.getpid()]
         await settings["on_shutdown"](ctx)
         assert started == ["user startup", "user shutdown"]
-        assert registry._store is None
+        assert registry._connection is None
         # The health key went with the worker.
         assert await live_workers(redis_url, queue_name) == []
     finally:
@@ -789,12 +794,8 @@ async def test_a_redis_that_refuses_the_script_keeps_the_refusal(
     redis_server: RedisServer, queue_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Redis 6 cannot run the script (it has no allow-oom flag); a user without EVAL neither.
+    url = await user_without(redis_server, "eval")
     client = redis.asyncio.Redis.from_url(redis_server.url)
-    await client.acl_setuser(
-        "app", enabled=True, passwords=["+s3cret"], keys=["*"], channels=["*"],
-        commands=["+@all", "-eval"],
-    )  # fmt: skip
-    url = f"redis://app:s3cret@127.0.0.1:{redis_server.port}"
     pool = ArqRedis.from_url(url)
     pool.default_queue_name = queue_name
     abadges._full_redis.adopt(pool, url)
