@@ -12,7 +12,8 @@ memory again, as one Lua script flagged `allow-oom` (Redis 7), atomic as MULTI/E
 it is the worker's bookkeeping: reads, deletions, and writes of a few bytes to a job's claim,
 try count and place in the queue, or to a health key. A job then costs a few dozen bytes past
 maxmemory while it runs and frees its data when it ends. Anything else (a result, a job that
-a job function queues through ctx["redis"]) is refused as before.
+a job function queues through ctx["redis"]) is refused as before; the periodic expiry job,
+which arq queues in its poll loop, is skipped until Redis has room.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from typing import Any, cast
 
 from arq.connections import ArqRedis
 from arq.constants import health_check_key_suffix, in_progress_key_prefix, retry_key_prefix
+from arq.jobs import Job
 from redis.asyncio.client import Pipeline
 from redis.exceptions import OutOfMemoryError, ResponseError, WatchError
 
 from ._utils import describe, obscure
+from .jobs import EXPIRY_JOB
 
 logger = logging.getLogger("abadges.worker")  # The worker logs it.
 
@@ -75,6 +78,22 @@ class WorkerRedis(ArqRedis):
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> WorkerPipeline:
         return WorkerPipeline(self, transaction, shard_hint)
+
+    async def enqueue_job(self, function: str, *args: Any, **kwargs: Any) -> Job | None:
+        try:
+            return await super().enqueue_job(function, *args, **kwargs)
+        except OutOfMemoryError:
+            # arq enqueues its cron jobs in its poll loop, which an error would end: the
+            # periodic expiry waits for the next minute instead. It only writes the history
+            # of awards that are already not held.
+            if not function.endswith(f":{EXPIRY_JOB}"):
+                raise
+            logger.warning(
+                "Redis at %s is full: the periodic job %s waits for the next minute.",
+                obscure(self._abadges_url),
+                function,
+            )
+            return None
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         try:

@@ -27,7 +27,7 @@ from .awards import Award, Source
 from .base import Badge
 from .exceptions import BadgeErrorGroup, BadgeNotRegisteredError, InvalidStateError
 from .jobs import Job, check_frozen_state
-from .storage.base import Change, NewAward, Store
+from .storage.base import Change, NewAward, Settlement, Store, Written
 
 logger = logging.getLogger("abadges")
 
@@ -136,19 +136,33 @@ class AwardFlow:
         source: Source = "event",
     ) -> Outcome:
         """Evaluate each badge on its state, then record and announce what they award."""
-        outcome = Outcome()
+        errors: list[Exception] = []
         new_awards: list[NewAward] = []
+        settlements: list[Settlement] = []
+        now = datetime.datetime.now(datetime.UTC)
         for badge, state in evaluations:
             try:
                 level = badge.level_awarded(await maybe_await(badge.award(**state)))
+                new = None
+                if level is not None:
+                    new = NewAward(
+                        user_id,
+                        badge.slug,
+                        level,
+                        awarded_at,
+                        award_key(badge, key),
+                        source,
+                        expires_at=badge.expires_at(awarded_at),
+                    )
             except Exception as exc:
-                outcome.errors.append(_noted(exc, badge.slug, event, badge.deferred))
+                errors.append(_noted(exc, badge.slug, event, badge.deferred))
                 continue
-            if level is not None:
-                new_awards.append(
-                    NewAward(user_id, badge.slug, level, awarded_at, award_key(badge, key), source)
-                )
-        outcome.recorded = await self.record(new_awards)
+            if badge.settles and (new is not None or badge.temporary):
+                settlements.append(settlement(badge, user_id, new, now))
+            elif new is not None:
+                new_awards.append(new)
+        outcome = await self.record(new_awards, settlements, event, source == "deferred")
+        outcome.errors[:0] = errors
         return outcome
 
     async def run_job(self, job: Job) -> Outcome:
@@ -172,23 +186,50 @@ class AwardFlow:
         outcome.errors[:0] = unknown
         return outcome
 
-    async def record(self, new_awards: Sequence[NewAward]) -> list[Award]:
-        """Insert the awards that are new, then announce those to the `on_award` callbacks.
+    async def record(
+        self,
+        new_awards: Sequence[NewAward],
+        settlements: Sequence[Settlement] = (),
+        event: str = "",
+        deferred: bool = False,
+    ) -> Outcome:
+        """Insert the awards that are new, then apply the settlements of `temporary` and
+        `replaces_lower` badges; announce each write's awards to the `on_award` callbacks, and
+        those that stopped being held to the `on_revoke` callbacks, once it has committed.
+
+        The insert's error is raised; a settlement's error is noted with its badge and the
+        `event` and returned in the outcome, after what the others recorded.
 
         Shielded from cancellation as one step: a call cancelled (a request timeout, a client
-        that went away) once its insert is on its way finishes the insert and the callbacks
+        that went away) once its insert is on its way finishes the writes and the callbacks
         before the cancellation takes effect, so no committed award goes unannounced.
         """
-        if not new_awards:
-            return []
+        outcome = Outcome()
         with anyio.CancelScope(shield=True):
-            recorded = await self._record(new_awards)
-        return recorded
+            if new_awards:
+                outcome.recorded += await self._announce(await self.store.insert(new_awards))
+            for item in settlements:
+                try:
+                    written = await self.store.settle(item)
+                except Exception as exc:
+                    outcome.errors.append(_noted(exc, item.slug, event, deferred))
+                else:
+                    outcome.recorded += await self._announce(written)
+        return outcome
 
-    async def _record(self, new_awards: Sequence[NewAward]) -> list[Award]:
-        recorded = await self.store.insert(new_awards)
-        await _announce(recorded, self._callbacks, "on_award")
-        return recorded
+    async def _announce(self, written: Written) -> list[Award]:
+        """Call the callbacks for what a write did; return the awards it recorded."""
+        await _announce([award for _, award in written.ended], self._revoke_callbacks, "on_revoke")
+        await _announce(written.recorded, self._callbacks, "on_award")
+        return written.recorded
+
+    async def expire(self, limit: int) -> list[Award]:
+        """Move up to `limit` expired awards to the history (`Store.expire()`), then announce
+        them to the `on_revoke` callbacks: shielded as one step, as `record()` is."""
+        with anyio.CancelScope(shield=True):
+            expired = await self.store.expire(limit)
+            await _announce(expired, self._revoke_callbacks, "on_revoke")
+        return expired
 
     async def revoke(
         self, user_id: str, badge: Badge, level: int | None, change: Change
@@ -217,6 +258,21 @@ async def _announce(awards: Sequence[Award], callbacks: Sequence[AwardCallback],
                     award.level,
                     award.user_id,
                 )
+
+
+def settlement(
+    badge: Badge, user_id: str, new: NewAward | None, at: datetime.datetime
+) -> Settlement:
+    """What recording `new` (None: `award()` gave nothing) does to the user's other levels of
+    `badge`, a `temporary` or `replaces_lower` one, at `at`."""
+    return Settlement(
+        user_id,
+        badge.slug,
+        new,
+        at,
+        revoke_above=badge.temporary,
+        replace_lower=badge.replaces_lower,
+    )
 
 
 def _noted(exc: Exception, slug: str, event: str, deferred: bool) -> Exception:

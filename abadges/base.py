@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from ._utils import storable
-from .exceptions import BadgeDefinitionError, InvalidAwardError, InvalidLevelError
+from .exceptions import (
+    BadgeDefinitionError,
+    InvalidAwardError,
+    InvalidLevelError,
+    InvalidStateError,
+)
 
 __all__ = ["Badge", "BadgeAwarded", "BadgeDetail"]
 
@@ -50,6 +56,13 @@ class Badge:
     multiple: bool = False
     #: Evaluate `award()` outside the request, in a worker, with the state `freeze()` returns.
     deferred: bool = False
+    #: Revoke, whenever the badge's events are evaluated, the levels held above what
+    #: `award()` now gives (all of them when it gives None). Not with `multiple`.
+    temporary: bool = False
+    #: How long each award is held, from its `awarded_at`; None: for good.
+    expires_after: datetime.timedelta | None = None
+    #: Holding a level removes the lower ones ("replaced"); False keeps them, as brabeion does.
+    replaces_lower: bool = False
 
     def __init__(self) -> None:
         self.levels = tuple(
@@ -108,6 +121,25 @@ class Badge:
             )
         return level
 
+    def expires_at(self, awarded_at: datetime.datetime) -> datetime.datetime | None:
+        """When an award made at `awarded_at` stops being held: None when it does not expire.
+
+        Raises `InvalidStateError` when that is past the year 9999."""
+        if self.expires_after is None:
+            return None
+        try:
+            return awarded_at + self.expires_after
+        except OverflowError:
+            raise InvalidStateError(
+                f"Badge {self.slug!r} expires {self.expires_after} after it is awarded; "
+                f"awarded at {awarded_at.isoformat()}, it would expire after the year 9999."
+            ) from None
+
+    @property
+    def settles(self) -> bool:
+        """Does recording a level of this badge change the other levels the user holds?"""
+        return self.temporary or self.replaces_lower
+
     def _is_level(self, level: object) -> bool:
         return (
             isinstance(level, int)
@@ -148,7 +180,7 @@ def check_definition(cls: object) -> None:
             f"{name}.levels has {len(cls.levels)} levels; the limit is {MAX_LEVELS}."
         )
     _check_list(name, "events", cls.events, (str,))
-    for attribute in ("multiple", "deferred"):
+    for attribute in ("multiple", "deferred", "temporary", "replaces_lower"):
         value = getattr(cls, attribute)
         if not isinstance(value, bool):
             raise BadgeDefinitionError(f"{name}.{attribute} must be True or False; got {value!r}.")
@@ -156,6 +188,21 @@ def check_definition(cls: object) -> None:
         raise BadgeDefinitionError(
             f"{name} sets multiple = True with {len(cls.levels)} levels; "
             "a badge awarded more than once must have a single level."
+        )
+    for attribute in ("temporary", "replaces_lower"):
+        if cls.multiple and getattr(cls, attribute):
+            raise BadgeDefinitionError(
+                f"{name} sets both multiple = True and {attribute} = True; {attribute} changes "
+                "which levels a user holds, and a badge awarded more than once has one level, "
+                "held many times."
+            )
+    expires_after = cls.expires_after
+    if expires_after is not None and not (
+        isinstance(expires_after, datetime.timedelta) and expires_after > datetime.timedelta(0)
+    ):
+        raise BadgeDefinitionError(
+            f"{name}.expires_after must be None or a positive datetime.timedelta; "
+            f"got {expires_after!r}."
         )
     if cls.award is Badge.award:
         raise BadgeDefinitionError(f"{name} does not define award(self, **state).")

@@ -195,6 +195,29 @@ def revoke(
     click.echo(f"Revoked {count} award{'' if count == 1 else 's'} of {which} from user {user!r}.")
 
 
+@main.command()
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Awards per transaction.",
+)
+@json_option
+def expire(batch_size: int, as_json: bool) -> None:
+    """Move expired awards to the history.
+
+    What the worker does every minute: each award past its expires_at is written to the
+    history as "expired" and announced to the on_revoke callbacks. Where no worker runs, run
+    this from cron.
+    """
+    moved = run(lambda registry: registry.expire_awards(batch_size))
+    if as_json:
+        print_json({"expired": moved})
+        return
+    click.echo(f"Moved {moved} expired award{'' if moved == 1 else 's'} to the history.")
+
+
 @main.command("history")
 @click.option("--user", metavar="USER", help="Only this user's changes.")
 @click.option("--badge", "slug", metavar="SLUG", help="Only this badge's changes.")
@@ -453,10 +476,14 @@ def badge_record(badge: Badge, counts: dict[int, int]) -> dict[str, Any]:
                 "awards": counts[level],
             }
         )
+    expires_after = badge.expires_after
     return {
         "slug": badge.slug,
         "multiple": badge.multiple,
         "deferred": badge.deferred,
+        "temporary": badge.temporary,
+        "replaces_lower": badge.replaces_lower,
+        "expires_after": None if expires_after is None else expires_after.total_seconds(),
         "levels": levels,
     }
 

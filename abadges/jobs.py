@@ -27,6 +27,9 @@ from .exceptions import InvalidJobError, InvalidStateError
 from .users import MAX_USER_ID_LENGTH
 
 JOB_NAME = "abadges.award"
+#: The periodic job that moves expired awards to the history; arq's name of it is
+#: "<queue name>:abadges.expire" (see `abadges.worker`).
+EXPIRY_JOB = "abadges.expire"
 JOB_VERSION = 1
 #: Largest serialized job, in bytes: the request refuses bigger state, the worker bigger jobs.
 MAX_JOB_BYTES = 1_000_000

@@ -31,7 +31,7 @@ from .exceptions import (
 from .jobs import Job, dumps, loads
 from .queue import JobQueue
 from .storage import open_store
-from .storage.base import Change, MigrationStatus, NewAward, Store
+from .storage.base import Change, MigrationStatus, NewAward, Settlement, Store
 from .tables import MAX_BY_LENGTH, MAX_REASON_LENGTH
 from .users import UserRef, identify, identify_known
 
@@ -377,10 +377,19 @@ class BadgeRegistry:
             "manual",
             _checked_text("by", by, MAX_BY_LENGTH),
             _checked_text("reason", reason, MAX_REASON_LENGTH),
+            badge.expires_at(at),
         )
         with self._call() as connection:
-            recorded = await connection.flow.record([new])
-        return recorded[0] if recorded else None
+            if badge.settles:
+                # A grant revokes nothing above it; a level below one held is not granted.
+                now = datetime.datetime.now(datetime.UTC)
+                settled = Settlement(user_id, slug, new, now, replace_lower=badge.replaces_lower)
+                outcome = await connection.flow.record([], [settled])
+            else:
+                outcome = await connection.flow.record([new])
+        if outcome.errors:
+            raise outcome.errors[0]
+        return outcome.recorded[0] if outcome.recorded else None
 
     async def revoke(
         self,
@@ -421,6 +430,28 @@ class BadgeRegistry:
             raise ValueError(f"history() slug must be None or a str; got {shorten(slug)}.")
         with self._call() as connection:
             return await connection.store.history(user_id, slug, limit, offset)
+
+    async def expire_awards(self, batch_size: int = 1000) -> int:
+        """Move every award that has expired to the history as "expired", announce each to the
+        `on_revoke` callbacks, and return how many.
+
+        The worker runs it every minute (see the lifecycle page); call it yourself where no
+        worker runs. Expired awards count in no query before it runs, and can be earned again
+        at once: it only writes their history and calls the callbacks. It works in
+        transactions of `batch_size` awards; several processes may run it at once, and each
+        award is moved by one of them."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(
+                f"expire_awards() batch_size must be a whole number above 0; "
+                f"got {shorten(batch_size)}."
+            )
+        moved = 0
+        with self._call() as connection:
+            while True:
+                batch = await connection.flow.expire(batch_size)
+                moved += len(batch)
+                if len(batch) < batch_size:
+                    return moved
 
     # Helpers ------------------------------------------------------------------------------------
 

@@ -60,6 +60,13 @@ awards = sa.Table(
     sa.UniqueConstraint("user_id", "slug", "level", "award_key", name="abadges_awards_once"),
     sa.Index("abadges_awards_user", "user_id", "awarded_at"),
     sa.Index("abadges_awards_holders", "slug", "level", "awarded_at"),
+    # For the periodic job that moves expired awards to the history (revision 0004).
+    sa.Index(
+        "abadges_awards_expiry",
+        "expires_at",
+        postgresql_where=sa.text("expires_at IS NOT NULL"),
+        sqlite_where=sa.text("expires_at IS NOT NULL"),
+    ),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
     # SQLite would give a deleted last row's id to the next row, and the history names awards

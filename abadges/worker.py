@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-from arq import Retry, func
+from arq import Retry, cron, func
 from arq.connections import RedisSettings
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
@@ -41,7 +41,7 @@ from ._full_redis import HEALTH_PREFIX, adopt
 from ._utils import import_module, obscure
 from .config import Settings as AbadgesSettings
 from .exceptions import BadgeErrorGroup, BadgeNotRegisteredError, ConfigurationError, is_transient
-from .jobs import JOB_NAME, dumps, loads
+from .jobs import EXPIRY_JOB, JOB_NAME, dumps, loads
 from .queue import check_no_eviction
 from .redis_url import arq_settings, redis_client
 from .registry import BadgeRegistry
@@ -97,10 +97,18 @@ def worker_settings(registry: BadgeRegistry | None = None, **overrides: Any) -> 
     settings = owner.settings
     on_startup: Hook | None = overrides.pop("on_startup", None)
     on_shutdown: Hook | None = overrides.pop("on_shutdown", None)
-    # A burst worker (tests, scripts) ends with its queue: it has no liveness to report.
+    # A burst worker (tests, scripts) ends with its queue: it has no liveness to report, and
+    # runs no periodic job (`abadges expire` does it where no worker keeps running).
     interval: float | None = overrides.pop("health_interval", HEALTH_INTERVAL)
+    periodic = [
+        # arq enqueues a cron job once per minute whatever the number of workers (its id is
+        # the minute's); the queue name in its name keeps the queues that share a Redis
+        # apart, as it does for job ids (JobQueue.job_id()). Two runs at once would still
+        # move each award once (Store.expire()).
+        cron(expire, name=f"{settings.queue_name}:{EXPIRY_JOB}", second=0, run_at_startup=True)
+    ]
     if overrides.get("burst"):
-        interval = None
+        interval, periodic = None, []
 
     async def startup(ctx: dict[str, Any]) -> None:
         await start(owner, ctx, interval)
@@ -116,6 +124,7 @@ def worker_settings(registry: BadgeRegistry | None = None, **overrides: Any) -> 
 
     return {
         "functions": [func(award, name=JOB_NAME)],
+        "cron_jobs": periodic,
         "queue_name": settings.queue_name,
         "redis_settings": redis_settings(settings.redis_url),
         # JSON on both sides: nothing read from Redis is unpickled.
@@ -170,15 +179,17 @@ async def start(registry: BadgeRegistry, ctx: dict[str, Any], interval: float | 
     for module in settings.badges:
         import_module(module, "ABADGES_BADGES")
     deferred = [slug for slug, badge in registry.registered.items() if badge.deferred]
-    if not deferred:
+    expiring = [s for s, badge in registry.registered.items() if badge.expires_after is not None]
+    if not deferred and not expiring:
         where = (
             f"the modules ABADGES_BADGES names ({', '.join(settings.badges)}) register none"
             if settings.badges
             else "ABADGES_BADGES is not set"
         )
         raise ConfigurationError(
-            f"The worker has no deferred badge to run: {where}. Set ABADGES_BADGES to the "
-            "comma-separated modules that register your badges, as the app imports them."
+            f"The worker has no deferred badge to run, nor any badge that expires: {where}. "
+            "Set ABADGES_BADGES to the comma-separated modules that register your badges, as "
+            "the app imports them."
         )
     _check_database(settings)
     if "redis" in ctx:
@@ -189,7 +200,7 @@ async def start(registry: BadgeRegistry, ctx: dict[str, Any], interval: float | 
     await _connect(registry)
     logger.info(
         "abadges worker %s on %s: database %s, Redis %s, queue %r, badge modules %s, "
-        "deferred badges %s.",
+        "deferred badges %s, expiring badges %s.",
         os.getpid(),
         socket.gethostname(),
         obscure(settings.database_url),
@@ -197,6 +208,7 @@ async def start(registry: BadgeRegistry, ctx: dict[str, Any], interval: float | 
         settings.queue_name,
         list(settings.badges),
         deferred,
+        expiring,
     )
     ctx[REGISTRY] = registry
     if interval is not None:
@@ -361,6 +373,16 @@ async def award(ctx: dict[str, Any], payload: object) -> int:
         why = "names a badge this worker does not register (deploy skew: update the workers)"
         raise _retry(job_id, job_try, skew, why)
     return len(failures.recorded)
+
+
+async def expire(ctx: dict[str, Any]) -> int:
+    """The periodic job: move the expired awards to the history (`expire_awards()`), and
+    return how many. An error is logged by arq, and the next minute's run tries again."""
+    registry: BadgeRegistry = ctx[REGISTRY]
+    moved = await registry.expire_awards()
+    if moved:
+        logger.info("Moved %d expired award(s) to the history.", moved)
+    return moved
 
 
 def _retry(job_id: str, job_try: int, errors: Exception | list[Exception], why: str) -> Retry:

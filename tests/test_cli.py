@@ -167,6 +167,9 @@ async def test_json_output_on_every_database(
             "slug": "points",
             "multiple": False,
             "deferred": False,
+            "temporary": False,
+            "replaces_lower": False,
+            "expires_after": None,
             "levels": [
                 {"level": 1, "name": "Bronze", "description": None, "awards": 2},
                 {"level": 2, "name": "Silver", "description": None, "awards": 1},
@@ -177,6 +180,9 @@ async def test_json_output_on_every_database(
             "slug": "thanks",
             "multiple": True,
             "deferred": False,
+            "temporary": False,
+            "replaces_lower": False,
+            "expires_after": None,
             "levels": [
                 {"level": 1, "name": "Thanked", "description": "Someone said thanks", "awards": 2}
             ],
@@ -185,6 +191,9 @@ async def test_json_output_on_every_database(
             "slug": "answers",
             "multiple": False,
             "deferred": True,
+            "temporary": False,
+            "replaces_lower": False,
+            "expires_after": None,
             "levels": [{"level": 1, "name": "Answerer", "description": None, "awards": 0}],
         },
     ]
@@ -219,9 +228,9 @@ async def test_upgrade_an_empty_database_then_read_it_as_text(cli: Cli) -> None:
 
     before = await cli("db", "current")
     assert before.code == 1
-    assert before.out == f"{url}: revision none (this abadges: 0003).\n"
+    assert before.out == f"{url}: revision none (this abadges: 0004).\n"
     assert before.err == (
-        f"Error: The abadges tables of {url} are not at revision 0003: run `abadges db upgrade`.\n"
+        f"Error: The abadges tables of {url} are not at revision 0004: run `abadges db upgrade`.\n"
     )
     missing = (await cli("awards", "ada")).error_line()
     assert "abadges db upgrade" in missing
@@ -231,7 +240,7 @@ async def test_upgrade_an_empty_database_then_read_it_as_text(cli: Cli) -> None:
     assert upgraded.out == f"The abadges tables of {url} are up to date.\n"
     assert (await cli("awards", "ada")).out == "id  slug  level  name  awarded_at\n"
     after = await cli("db", "current", "--json")
-    assert after.json() == {"database_url": url, "current": "0003", "head": "0003"}
+    assert after.json() == {"database_url": url, "current": "0004", "head": "0004"}
 
     registry = BadgeRegistry()
     registry.configure(database_url=url, queue="inline")
@@ -505,3 +514,48 @@ async def test_grant_revoke_with_a_reason_and_history(cli: Cli) -> None:
         1,
         "Badge 'points' has 3 level(s); level 7 is out of range.",
     )
+
+
+class Monthly(Badge):
+    slug = "monthly"
+    levels = ["Top contributor"]
+    events = ["contributed"]
+    expires_after = datetime.timedelta(days=30)
+
+    def award(self, **state: Any) -> BadgeAwarded:
+        return BadgeAwarded()
+
+
+async def test_expire_moves_the_expired_awards_to_the_history(cli: Cli) -> None:
+    module = "\n".join(
+        [
+            "import datetime",
+            "from typing import Any",
+            "from abadges import Badge, BadgeAwarded, badges",
+            inspect.getsource(Monthly),
+            "badges.register(Monthly)",
+        ]
+    )
+    (cli.cwd / "expiring_badges.py").write_text(module)
+    cli.env["ABADGES_BADGES"] = "expiring_badges"
+    registry = BadgeRegistry()
+    registry.configure(database_url=cli.env["ABADGES_DATABASE_URL"])
+    registry.register(Monthly)
+    old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=31)
+    async with registry.lifespan():
+        await registry.migrate()
+        for user in ("ada", "bob"):
+            await registry.possibly_award_badge("contributed", user=user, force_timestamp=old)
+        await registry.possibly_award_badge("contributed", user="cy")
+
+    moved = await cli("expire")
+    assert (moved.code, moved.out, moved.err) == (0, "Moved 2 expired awards to the history.\n", "")
+    assert (await cli("expire", "--json")).json() == {"expired": 0}
+    assert (await cli("expire", "--batch-size", "0")).code == 2
+    changes = (await cli("history", "--json")).json()
+    assert sorted((c["action"], c["user_id"]) for c in changes if c["action"] == "expired") == [
+        ("expired", "ada"),
+        ("expired", "bob"),
+    ]
+    [listed] = (await cli("badges", "--json")).json()
+    assert (listed["expires_after"], listed["temporary"]) == (30 * 24 * 3600.0, False)

@@ -27,7 +27,7 @@ from abadges import (
 )
 from abadges.storage import open_store
 from abadges.storage._migrations import VERSION_TABLE, config
-from abadges.storage.base import NewAward
+from abadges.storage.base import NewAward, Written
 from abadges.tables import metadata
 from tests.support.badges import RankBadge, ThanksBadge
 
@@ -132,10 +132,10 @@ async def migrate_at_once(registries: list[BadgeRegistry]) -> None:
 
 async def test_migrate_creates_the_schema_of_tables_py(empty_url: str) -> None:
     async with connected(empty_url).lifespan() as registry:
-        assert await registry.migration_status() == MigrationStatus(current=None, head="0003")
+        assert await registry.migration_status() == MigrationStatus(current=None, head="0004")
         await registry.migrate()
         status = await registry.migration_status()
-        assert (status.current, status.is_current) == ("0003", True)
+        assert (status.current, status.is_current) == ("0004", True)
         [award] = await registry.possibly_award_badge("ranked", user="ana", level=2)
         assert await registry.awards_for("ana") == [award]
     assert await tables(empty_url) == {"abadges_awards", "abadges_history", VERSION_TABLE}
@@ -157,12 +157,12 @@ async def test_a_first_wave_database_upgrades_in_place(empty_url: str) -> None:
             values = {"user_id": user, "slug": slug, "level": level, "award_key": key}
             await database.execute(FIRST_WAVE.insert().values(awarded_at=at, **values))
     async with connected(empty_url).lifespan() as registry:
-        assert await registry.migration_status() == MigrationStatus(current=None, head="0003")
+        assert await registry.migration_status() == MigrationStatus(current=None, head="0004")
     assert await tables(empty_url) == {"abadges_awards"}
 
     async with connected(empty_url).lifespan() as registry:
         await registry.migrate()
-        assert await registry.migration_status() == MigrationStatus(current="0003", head="0003")
+        assert await registry.migration_status() == MigrationStatus(current="0004", head="0004")
         found = {
             user: [(a.slug, a.level, a.awarded_at) for a in await registry.awards_for(user)]
             for user in ("ana", "bo")
@@ -222,7 +222,7 @@ async def test_a_database_at_0001_upgrades_keeping_its_awards(empty_url: str) ->
         # Revoked, and the keys stay taken.
         assert await registry.badge_count("ana") == 0
         store = registry._connected_store()
-        assert await store.insert([NewAward("ana", "thanks", 1, START, "k1")]) == []
+        assert await store.insert([NewAward("ana", "thanks", 1, START, "k1")]) == Written()
         assert await registry.badge_count("ana") == 0
     assert await schema_differences(empty_url) == []
 
@@ -268,6 +268,7 @@ async def test_a_first_wave_table_missing_an_index_gets_it(empty_url: str) -> No
             for c in ("revoked_at", "source", "granted_by", "reason", "expires_at")
         ],
         ("add_index", "abadges_awards_holders"),
+        ("add_index", "abadges_awards_expiry"),
     }
     async with connected(empty_url).lifespan() as registry:
         await registry.create_tables()  # The alias of migrate().
@@ -306,7 +307,7 @@ async def test_downgrade_to_base_removes_the_table(empty_url: str) -> None:
         await engine.dispose()
     assert await tables(empty_url) == {VERSION_TABLE}
     async with connected(empty_url).lifespan() as registry:
-        assert await registry.migration_status() == MigrationStatus(current=None, head="0003")
+        assert await registry.migration_status() == MigrationStatus(current=None, head="0004")
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from abadges import BadgeRegistry
 from abadges.tables import history
 from tests.support import Rows
-from tests.support.race_child import RaceBadge
+from tests.support.race_child import FleetingBadge, LadderBadge, RaceBadge, RankNowBadge
 
 CHILD = Path(__file__).parent / "support" / "race_child.py"
 PROCESSES = 3
@@ -52,6 +52,17 @@ async def race(database_url: str, calls: int, *mode: str) -> list[Any]:
     return printed
 
 
+async def history_by_award(registry: BadgeRegistry, slug: str) -> dict[int, list[str]]:
+    """The actions of the history of each award of `slug`, in the order they were written."""
+    by_award: dict[int, list[str]] = {}
+    rows = await registry.database.fetch_all(
+        history.select().where(history.c.slug == slug).order_by(history.c.id)
+    )
+    for row in rows:
+        by_award.setdefault(int(row["award_id"]), []).append(row["action"])
+    return by_award
+
+
 async def test_concurrent_processes_record_each_level_once(
     registry: BadgeRegistry, database_url: str, stored_rows: Rows
 ) -> None:
@@ -84,14 +95,61 @@ async def test_revokes_racing_awards_across_processes_keep_the_history_whole(
             break
     assert revoked, "no revoke raced an award"
     held = {a.id for a in await registry.holders("race")}
-    by_award: dict[int, list[str]] = {}
-    rows = await registry.database.fetch_all(
-        history.select().where(history.c.user_id == "racer").order_by(history.c.id)
-    )
-    for row in rows:
-        by_award.setdefault(int(row["award_id"]), []).append(row["action"])
+    by_award = await history_by_award(registry, "race")
     assert sorted(by_award) == sorted(recorded)
     for award_id, actions in by_award.items():
         assert actions in (["granted"], ["granted", "revoked"]), (award_id, actions)
         assert (actions == ["granted"]) == (award_id in held), (award_id, actions)
     assert sum(actions == ["granted", "revoked"] for actions in by_award.values()) == revoked
+
+
+async def test_temporary_re_evaluations_racing_across_processes_settle_one_at_a_time(
+    registry: BadgeRegistry, database_url: str
+) -> None:
+    """RankNowBadge is temporary and replaces lower levels: whatever the order the evaluations
+    take, the user ends with at most one level, and each award has its "granted" row and, if
+    no longer held, one row that ended it."""
+    registry.register(RankNowBadge)
+    printed = await race(database_url, 40, "settle")
+    recorded = [award_id for ids in printed for award_id in ids]
+    held = {a.id: a.level for a in await registry.holders("rank-now")}
+    assert len(held) <= 1, held
+    by_award = await history_by_award(registry, "rank-now")
+    assert sorted(by_award) == sorted(recorded)
+    for award_id, actions in by_award.items():
+        assert actions in (["granted"], ["granted", "revoked"], ["granted", "replaced"]), actions
+        assert (actions == ["granted"]) == (award_id in held), (award_id, actions)
+
+
+async def test_levels_racing_across_processes_leave_only_the_highest(
+    registry: BadgeRegistry, database_url: str
+) -> None:
+    """Without the lock of a user's levels, two evaluations giving levels 2 and 3 at once
+    would each miss the other's and leave both held."""
+    registry.register(LadderBadge)
+    printed = await race(database_url, 30, "climb")
+    recorded = [award_id for ids in printed for award_id in ids]
+    [top] = await registry.holders("ladder")
+    assert top.level == 3
+    by_award = await history_by_award(registry, "ladder")
+    assert sorted(by_award) == sorted(recorded)
+    assert by_award.pop(top.id) == ["granted"]
+    assert all(actions == ["granted", "replaced"] for actions in by_award.values()), by_award
+
+
+async def test_awards_racing_their_own_expiry_across_processes_move_each_once(
+    registry: BadgeRegistry, database_url: str
+) -> None:
+    """FleetingBadge expires 0.2 s after each award; for a second, calls earn it again and
+    run the expiry. No award is held twice, each reported award is in the history, and once
+    all have expired each has exactly one "expired" row after its "granted" one."""
+    registry.register(FleetingBadge)
+    printed = await race(database_url, 30, "expire")
+    recorded = [award_id for out in printed for award_id in out["recorded"]]
+    assert len(recorded) > 1, "no award expired and was earned again"
+    await anyio.sleep(0.3)
+    await registry.expire_awards()
+    assert await registry.holders("fleeting") == []
+    by_award = await history_by_award(registry, "fleeting")
+    assert sorted(by_award) == sorted(recorded)
+    assert all(actions == ["granted", "expired"] for actions in by_award.values()), by_award

@@ -17,6 +17,7 @@ from abadges import (
     is_transient,
 )
 from abadges.storage import open_store
+from abadges.storage.base import Written
 from abadges.tables import awards, metadata
 from tests.support.badges import RankBadge, ThanksBadge
 
@@ -262,7 +263,7 @@ async def test_a_connection_its_server_ended_does_not_break_the_task(
 
 
 async def test_an_empty_insert_records_nothing(registry: BadgeRegistry) -> None:
-    assert await registry._connected_store().insert([]) == []
+    assert await registry._connected_store().insert([]) == Written()
 
 
 async def test_disconnecting_a_store_never_connected_does_nothing(database_url: str) -> None:

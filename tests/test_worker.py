@@ -537,13 +537,15 @@ async def test_startup_reports_a_broken_badge_module_as_it_is(
     [
         (
             "",
-            "The worker has no deferred badge to run: ABADGES_BADGES is not set. Set "
+            "The worker has no deferred badge to run, nor any badge that expires: ABADGES_BADGES "
+            "is not set. Set "
             "ABADGES_BADGES to the comma-separated modules that register your badges, as the "
             "app imports them.",
         ),
         (
             "inline_badges",
-            "The worker has no deferred badge to run: the modules ABADGES_BADGES names "
+            "The worker has no deferred badge to run, nor any badge that expires: the modules "
+            "ABADGES_BADGES names "
             "(inline_badges) register none. Set ABADGES_BADGES",
         ),
     ],
@@ -606,7 +608,7 @@ async def test_startup_logs_what_the_worker_runs_on_without_passwords(
     assert line.startswith(f"abadges worker {os.getpid()} on {socket.gethostname()}: database ")
     assert line.endswith(
         f", Redis redis://:***@127.0.0.1:6379/0, queue {queue_name!r}, badge modules [], "
-        "deferred badges ['seen', 'visitor']."
+        "deferred badges ['seen', 'visitor'], expiring badges []."
     )
     assert "s3cret" not in line
 

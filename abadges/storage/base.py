@@ -13,7 +13,7 @@ import databases
 import sqlalchemy as sa
 from databases.interfaces import Record
 
-from ..awards import Award, AwardChange, Source
+from ..awards import Action, Award, AwardChange, Source
 from ..base import BadgeDetail
 from ..exceptions import AbadgesError, ConfigurationError, SchemaError
 from ..tables import awards, history
@@ -38,6 +38,38 @@ class NewAward:
     granted_by: str | None = None
     reason: str | None = None
     expires_at: datetime.datetime | None = None
+
+
+@dataclasses.dataclass
+class Written:
+    """What a write did: the awards it recorded, and those that stopped being held, each with
+    the history's action ("expired", "revoked", "replaced")."""
+
+    recorded: list[Award] = dataclasses.field(default_factory=list)
+    ended: list[tuple[Action, Award]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settlement:
+    """What one evaluation (or grant) of a `temporary` or `replaces_lower` badge does to one
+    user's levels of it, which depends on the levels they hold.
+
+    `new` is the award to record unless held, or None (a temporary badge's `award()` gave
+    nothing); with `revoke_above`, the levels held above it are revoked, with `reason`; with
+    `replace_lower`, the user keeps only the highest level held or new, the others "replaced".
+    `at` is when the change happens."""
+
+    user_id: str
+    slug: str
+    new: NewAward | None
+    at: datetime.datetime
+    revoke_above: bool = False
+    replace_lower: bool = False
+
+    @property
+    def level(self) -> int:
+        """The level given: 0 for none."""
+        return 0 if self.new is None else self.new.level
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,9 +215,157 @@ class Store(abc.ABC):
     # Awards ---------------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def insert(self, new_awards: Sequence[NewAward]) -> list[Award]:
-        """Record `new_awards`, skipping those the unique constraint already holds. Returns the
-        awards recorded by this call."""
+    async def insert(self, new_awards: Sequence[NewAward]) -> Written:
+        """Record `new_awards`, skipping those the unique constraint already holds, each award
+        with its history row in the same transaction.
+
+        An award of a badge that expires, whose key an expired award holds, replaces it: the
+        expired award is moved to the history ("expired", in `ended`) in the same transaction,
+        so that it can be earned again at once."""
+
+    async def _replace_expired(
+        self, connection: databases.core.Connection, skipped: Sequence[NewAward]
+    ) -> list[Award]:
+        """Delete the expired awards that hold the keys of `skipped` (what `skipped()` gives):
+        inserting those again (`replaced()`) records them. Inside the insert's transaction;
+        returns the deleted awards, for their "expired" rows."""
+        keys = [(a.user_id, a.slug, a.level) for a in skipped]
+        expired: list[Award] = []
+        for start in range(0, len(keys), KEYS_PER_QUERY):
+            where = (
+                sa.tuple_(awards.c.user_id, awards.c.slug, awards.c.level).in_(
+                    keys[start : start + KEYS_PER_QUERY]
+                ),
+                awards.c.award_key == "",
+                awards.c.revoked_at.is_(None),
+                awards.c.expires_at <= self.now(),
+            )
+            query = awards.select().where(*where).order_by(awards.c.id).with_for_update()
+            rows = await connection.fetch_all(query)
+            if rows:
+                ids = [int(row["id"]) for row in rows]
+                await connection.execute(awards.delete().where(awards.c.id.in_(ids)))
+                expired += [self.award(row) for row in rows]
+        return expired
+
+    async def settle(self, settlement: Settlement) -> Written:
+        """Apply `settlement` (see `Settlement`) in one transaction, holding a lock on the
+        user's levels of the badge, so that concurrent settlements of the same levels take
+        turns: each sees what the one before it committed."""
+        async with self.connection() as connection:
+            with self.translating_errors():
+                return await self._settle(connection, settlement)
+
+    async def _settle(
+        self, connection: databases.core.Connection, settlement: Settlement
+    ) -> Written:
+        user_id, slug, new, at = settlement.user_id, settlement.slug, settlement.new, settlement.at
+        written = Written()
+        async with self.transaction(connection):
+            await self.lock(connection, user_id, slug)
+            query = awards.select().where(
+                awards.c.user_id == user_id, awards.c.slug == slug, awards.c.revoked_at.is_(None)
+            )
+            rows = await connection.fetch_all(query.order_by(awards.c.id).with_for_update())
+            held: list[Award] = []
+            for award in map(self.award, rows):
+                if award.expires_at is not None and award.expires_at <= at:
+                    written.ended.append(("expired", award))
+                elif settlement.revoke_above and award.level > settlement.level:
+                    written.ended.append(("revoked", award))
+                else:
+                    held.append(award)
+            levels = {award.level for award in held}
+            top = max(levels | {settlement.level})
+            if settlement.replace_lower:
+                written.ended += [("replaced", award) for award in held if award.level < top]
+            # A level held already is kept; with replace_lower, a level below one held is not
+            # recorded.
+            if (
+                new is not None
+                and new.level not in levels
+                and (new.level == top or not settlement.replace_lower)
+            ):
+                new_id = await self.insert_row(connection, self.row_values(new))
+                written.recorded.append(self.recorded(new, new_id))
+            if written.ended:
+                ids = [award.id for _, award in written.ended]
+                await connection.execute(awards.delete().where(awards.c.id.in_(ids)))
+            history_rows = [self.ended_row(a, award, settlement, top) for a, award in written.ended]
+            history_rows += self.granted(written.recorded)
+            if history_rows:
+                await connection.execute_many(history.insert(), history_rows)
+        return written
+
+    def ended_row(
+        self, action: Action, award: Award, settlement: Settlement, top: int
+    ) -> dict[str, Any]:
+        """The history row of `award`, which `settlement` ended by `action`, keeping level `top`:
+        an expired award's is dated its `expires_at`, the others' say why."""
+        if action == "expired":
+            return self.expired_row(award)
+        if action == "replaced":
+            reason = f"Replaced by level {top}."
+        else:
+            gives = f"level {settlement.level}" if settlement.level else "no level"
+            reason = f"Temporary badge: award() now gives {gives}."
+        return Change(self.stored(settlement.at), None, reason).row(award, action)
+
+    def expired_row(self, award: Award) -> dict[str, Any]:
+        """The "expired" history row of `award`, dated its `expires_at`."""
+        assert award.expires_at is not None
+        return Change(self.stored(award.expires_at)).row(award, "expired")
+
+    @abc.abstractmethod
+    async def lock(self, connection: databases.core.Connection, user_id: str, slug: str) -> None:
+        """Inside a settlement's transaction: lock the user's levels of the badge until it
+        ends."""
+
+    def row_values(self, award: NewAward) -> dict[str, Any]:
+        """The awards table's values of `award`, its dates as this database takes them."""
+        values = dataclasses.asdict(award)
+        values["awarded_at"] = self.stored(award.awarded_at)
+        if award.expires_at is not None:
+            values["expires_at"] = self.stored(award.expires_at)
+        return values
+
+    async def insert_row(
+        self, connection: databases.core.Connection, values: dict[str, Any]
+    ) -> int:
+        """Insert one award's row; return its id."""
+        return int(await connection.execute(awards.insert().values(values)))
+
+    async def expire(self, limit: int) -> list[Award]:
+        """Move up to `limit` expired awards to the history as "expired", the oldest first, and
+        return them: a badge held once loses its row, so that it can be earned again; a
+        `multiple` badge's award keeps it, marked revoked, so that its key stays taken.
+
+        Rows another process is moving at the same moment are skipped (FOR UPDATE SKIP
+        LOCKED): many workers running it at once each move different awards, none twice."""
+        async with self.connection() as connection:
+            with self.translating_errors():
+                return await self._expire(connection, limit)
+
+    async def _expire(self, connection: databases.core.Connection, limit: int) -> list[Award]:
+        where = (awards.c.revoked_at.is_(None), awards.c.expires_at <= self.now())
+        async with self.transaction(connection):
+            query = awards.select().where(*where).order_by(awards.c.expires_at, awards.c.id)
+            rows = await connection.fetch_all(query.limit(limit).with_for_update(skip_locked=True))
+            if not rows:
+                return []
+            expired = [self.award(row) for row in rows]
+            kept = [row["id"] for row in rows if text(row["award_key"]) != ""]
+            gone = [row["id"] for row in rows if text(row["award_key"]) == ""]
+            if gone:
+                await connection.execute(awards.delete().where(awards.c.id.in_(gone)))
+            if kept:
+                await connection.execute(
+                    awards.update()
+                    .where(awards.c.id.in_(kept))
+                    .values(revoked_at=awards.c.expires_at)
+                )
+            await connection.execute_many(history.insert(), list(map(self.expired_row, expired)))
+        return expired
 
     def now(self) -> datetime.datetime:
         """The time to compare `expires_at` with, as this database's columns hold it."""
@@ -383,6 +563,25 @@ def ordered(new_awards: Sequence[NewAward]) -> list[NewAward]:
     return sorted(new_awards, key=lambda a: (a.slug, a.level, a.award_key))
 
 
+def skipped(new_awards: Sequence[NewAward], recorded: Sequence[Award]) -> list[NewAward]:
+    """The awards of `new_awards` that an insert did not record, of badges held once that
+    expire: those whose key an expired award may hold."""
+    keys = {(a.user_id, a.slug, a.level) for a in recorded}
+    return [
+        a
+        for a in new_awards
+        if a.expires_at is not None
+        and a.award_key == ""
+        and (a.user_id, a.slug, a.level) not in keys
+    ]
+
+
+def replaced(skipped: Sequence[NewAward], expired: Sequence[Award]) -> list[NewAward]:
+    """The awards of `skipped` whose key an expired award held: to insert again."""
+    keys = {(a.user_id, a.slug, a.level) for a in expired}
+    return [a for a in skipped if (a.user_id, a.slug, a.level) in keys]
+
+
 def text(value: str | bytes) -> str:
     """A text column's value; the MySQL columns are VARBINARY (see tables.py): bytes."""
     return value.decode() if isinstance(value, bytes) else value
@@ -439,6 +638,10 @@ RETURNING = "RETURNING id, user_id, slug, level, award_key"
 # The options databases takes from a URL's query string for its pools (databases.backends.*).
 _POOL_OPTIONS = frozenset({"min_size", "max_size", "pool_recycle"})
 
+
+#: How many keys one query of `_replace_expired()` names: three parameters each, under SQLite's
+#: oldest limit of 999.
+KEYS_PER_QUERY = 300
 
 #: The columns that revisions after the first added: a database without them is not migrated.
 ADDED_COLUMNS = ("revoked_at", "source", "granted_by", "reason", "expires_at")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
+import hashlib
 import itertools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
 import anyio
 import databases
@@ -18,7 +18,7 @@ from sqlalchemy.dialects import mysql
 
 from ..awards import Award
 from ..tables import awards, history
-from .base import Change, NewAward, Store, ordered
+from .base import Change, NewAward, Settlement, Store, Written, ordered, replaced, skipped
 
 logger = logging.getLogger("abadges")
 
@@ -36,6 +36,9 @@ LOCK_DEADLOCK = 1213
 DEADLOCK_ATTEMPTS = 20
 DEADLOCK_BACKOFF = 0.005
 DEADLOCK_BACKOFF_CAP = 0.5
+#: How long a settlement waits for the lock of a user's levels of a badge, in seconds: as long
+#: as InnoDB's default lock wait.
+SETTLE_LOCK_TIMEOUT = 50
 
 
 class MySQLStore(Store):
@@ -50,36 +53,50 @@ class MySQLStore(Store):
     }
     migration_lock_timeout = MIGRATION_LOCK_TIMEOUT
 
-    async def insert(self, new_awards: Sequence[NewAward]) -> list[Award]:
+    async def insert(self, new_awards: Sequence[NewAward]) -> Written:
         if not new_awards:
-            return []
-        rows = list(map(_values, ordered(new_awards)))
+            return Written()
+        awards_in_order = ordered(new_awards)
         async with self.connection() as connection:
             with self.translating_errors():
-                return await _retrying_deadlocks(lambda: self._insert_all(connection, rows))
+                return await _retrying_deadlocks(
+                    lambda: self._insert_all(connection, awards_in_order)
+                )
 
     async def _insert_all(
-        self, connection: databases.core.Connection, rows: Sequence[dict[str, Any]]
-    ) -> list[Award]:
+        self, connection: databases.core.Connection, awards_in_order: Sequence[NewAward]
+    ) -> Written:
         # One transaction, so that an error on a later one (a deadlock, say) leaves none
         # committed (none recorded, none unannounced), and the history rows with them.
         async with connection.transaction():
-            recorded = [a for values in rows for a in await self._insert(connection, values)]
-            if recorded:
-                await connection.execute(history.insert().values(self.granted(recorded)))
-        return recorded
+            written = Written(await self._insert(connection, awards_in_order))
+            missing = skipped(awards_in_order, written.recorded)
+            expired = await self._replace_expired(connection, missing) if missing else []
+            if expired:
+                written.recorded += await self._insert(connection, replaced(missing, expired))
+                written.ended = [("expired", award) for award in expired]
+            rows = [self.expired_row(award) for award in expired]
+            rows += self.granted(written.recorded)
+            if rows:
+                await connection.execute(history.insert().values(rows))
+        return written
 
     async def _insert(
-        self, connection: databases.core.Connection, values: dict[str, Any]
+        self, connection: databases.core.Connection, new_awards: Sequence[NewAward]
     ) -> list[Award]:
-        # A duplicate key turns the insert into a no-op update that returns 0. INSERT IGNORE
-        # would do the same, but it also turns truncation into a warning, and the drivers follow
-        # each warning with a SHOW WARNINGS round trip and a log line. The 0 relies on the
-        # connection not setting the FOUND_ROWS client flag, which asyncmy does not set.
-        statement = mysql.insert(awards).values(values)
-        statement = statement.on_duplicate_key_update(id=awards.c.id)
-        new_id = await connection.execute(statement)
-        return [self.award({**values, "id": new_id})] if new_id else []
+        recorded = []
+        for award in new_awards:
+            values = self.row_values(award)
+            # A duplicate key turns the insert into a no-op update that returns 0. INSERT
+            # IGNORE would do the same, but it also turns truncation into a warning, and the
+            # drivers follow each warning with a SHOW WARNINGS round trip and a log line. The
+            # 0 relies on the connection not setting the FOUND_ROWS client flag, which asyncmy
+            # does not set.
+            statement = mysql.insert(awards).values(values)
+            new_id = await connection.execute(statement.on_duplicate_key_update(id=awards.c.id))
+            if new_id:
+                recorded.append(self.recorded(award, new_id))
+        return recorded
 
     async def revoke(
         self, user_id: str, slug: str, level: int | None, change: Change, keep_keys: bool
@@ -89,6 +106,41 @@ class MySQLStore(Store):
                 return await _retrying_deadlocks(
                     lambda: self._revoke(connection, user_id, slug, level, change, keep_keys)
                 )
+
+    async def settle(self, settlement: Settlement) -> Written:
+        # GET_LOCK's lock belongs to the session, not to the transaction: taken around it,
+        # and released once it has ended, committed or not.
+        digest = hashlib.sha1(
+            f"{len(settlement.user_id)}:{settlement.user_id}{settlement.slug}".encode(
+                "utf-8", "surrogatepass"
+            )
+        ).hexdigest()
+        name = f"abadges:{digest}"
+        async with self.connection() as connection:
+            with self.translating_errors():
+                get_lock = sa.text("SELECT GET_LOCK(:name, :timeout)")
+                taken = await connection.fetch_val(
+                    get_lock.bindparams(name=name, timeout=SETTLE_LOCK_TIMEOUT)
+                )
+                if taken != 1:
+                    raise TimeoutError(
+                        f"Another connection held the lock of user {settlement.user_id!r}'s "
+                        f"levels of badge {settlement.slug!r} for {SETTLE_LOCK_TIMEOUT} seconds."
+                    )
+                try:
+                    return await _retrying_deadlocks(lambda: self._settle(connection, settlement))
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        release = sa.text("SELECT RELEASE_LOCK(:name)").bindparams(name=name)
+                        await connection.execute(release)
+
+    async def lock(self, connection: databases.core.Connection, user_id: str, slug: str) -> None:
+        """Nothing more: `settle()` holds the lock around the transaction."""
+
+    async def expire(self, limit: int) -> list[Award]:
+        async with self.connection() as connection:
+            with self.translating_errors():
+                return await _retrying_deadlocks(lambda: self._expire(connection, limit))
 
     def now(self) -> datetime.datetime:
         return _naive_utc(datetime.datetime.now(datetime.UTC))
@@ -143,13 +195,6 @@ async def _retrying_deadlocks(attempt: Callable[[], Awaitable[Result]]) -> Resul
                 random.uniform(0, min(DEADLOCK_BACKOFF * 2**tries, DEADLOCK_BACKOFF_CAP))
             )
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _values(award: NewAward) -> dict[str, Any]:
-    values = dataclasses.asdict(award)
-    values["awarded_at"] = _naive_utc(award.awarded_at)
-    values["expires_at"] = None if award.expires_at is None else _naive_utc(award.expires_at)
-    return values
 
 
 def _naive_utc(at: datetime.datetime) -> datetime.datetime:

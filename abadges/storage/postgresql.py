@@ -6,13 +6,13 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
+import databases
 import sqlalchemy as sa
 
-from ..awards import Award
 from ..exceptions import AbadgesError, ConfigurationError
 from ..tables import awards, history
 from ._databases import asyncpg_pool
-from .base import COLUMNS, NewAward, Store, ordered
+from .base import COLUMNS, NewAward, Store, Written, ordered
 
 #: The key of the advisory lock migrations take: "abadges" in ASCII.
 MIGRATION_LOCK = 0x61626164676573
@@ -21,17 +21,51 @@ MIGRATION_LOCK = 0x61626164676573
 # (that compiling took half of an event's time).
 # The history's "granted" rows are written by the same statement, from what the insert
 # returns: one statement, one round trip, one transaction.
-INSERT = (
-    f"WITH new AS (INSERT INTO {awards.name} ({', '.join(COLUMNS)}) "
-    "SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::timestamptz[], $5::text[], "
-    "$6::text[], $7::text[], $8::text[], $9::timestamptz[]) "
-    "ON CONFLICT DO NOTHING RETURNING id, user_id, slug, level, award_key, awarded_at, source, "
-    "granted_by, reason), "
-    f"logged AS (INSERT INTO {history.name} "
-    "(award_id, user_id, slug, level, action, at, source, actor, reason) "
-    "SELECT id, user_id, slug, level, 'granted', awarded_at, source, granted_by, reason FROM new) "
-    "SELECT id, user_id, slug, level, award_key FROM new"
+_ROWS = (
+    "rows AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::timestamptz[], "
+    "$5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[]) "
+    f"AS r({', '.join(COLUMNS)}))"
 )
+_NEW = (
+    f"new AS (INSERT INTO {awards.name} ({', '.join(COLUMNS)}) SELECT * FROM rows {{where}}"
+    "ON CONFLICT DO NOTHING RETURNING id, user_id, slug, level, award_key, awarded_at, source, "
+    "granted_by, reason)"
+)
+_HISTORY = (
+    f"INSERT INTO {history.name} (award_id, user_id, slug, level, action, at, source, actor, "
+    "reason)"
+)
+_GRANTED = "SELECT id, user_id, slug, level, 'granted', awarded_at, source, granted_by, reason"
+INSERT = (
+    f"WITH {_ROWS}, {_NEW.format(where='')}, logged AS ({_HISTORY} {_GRANTED} FROM new) "
+    "SELECT id, user_id, slug, level, award_key, 'granted' AS kind FROM new"
+)
+# For awards of badges that expire: the expired awards that hold their keys are deleted first,
+# with their "expired" rows, so that the new ones are recorded. The statements of a WITH run
+# in no set order, and an insert that ran before the delete would find the expired row and
+# skip the award: the insert's WHERE reads the delete's count, which runs the delete to its
+# end before the first row is inserted. The history rows are written by one insert, the
+# "expired" ones first.
+INSERT_REPLACING_EXPIRED = (
+    f"WITH {_ROWS}, "
+    f"expired AS (DELETE FROM {awards.name} a USING rows r WHERE a.user_id = r.user_id "
+    "AND a.slug = r.slug AND a.level = r.level AND a.award_key = '' AND r.award_key = '' "
+    "AND r.expires_at IS NOT NULL AND a.revoked_at IS NULL AND a.expires_at <= $10 "
+    "RETURNING a.id, a.user_id, a.slug, a.level, a.award_key, a.awarded_at, a.source, "
+    "a.granted_by, a.reason, a.expires_at), "
+    f"{_NEW.format(where='WHERE (SELECT count(*) FROM expired) >= 0 ')}, "
+    f"logged AS ({_HISTORY} SELECT award_id, user_id, slug, level, action, at, source, actor, "
+    "reason FROM (SELECT 0 AS o, id AS award_id, user_id, slug, level, 'expired' AS action, "
+    "expires_at AS at, source, NULL AS actor, NULL AS reason FROM expired "
+    f"UNION ALL {_GRANTED.replace('SELECT ', 'SELECT 1, ')} FROM new) AS changes ORDER BY o) "
+    "SELECT id, user_id, slug, level, award_key, 'granted' AS kind, "
+    "NULL::timestamptz AS awarded_at, NULL AS source, NULL AS granted_by, NULL AS reason, "
+    "NULL::timestamptz AS expires_at FROM new UNION ALL "
+    "SELECT id, user_id, slug, level, award_key, 'expired', awarded_at, source, granted_by, "
+    "reason, expires_at FROM expired"
+)
+#: The two-key space of the advisory locks that settlements take (see `lock()`): "abad".
+SETTLE_LOCKS = 0x61626164
 # The SQLSTATE of "relation does not exist".
 UNDEFINED_TABLE = "42P01"
 # ... and of "column does not exist".
@@ -89,17 +123,37 @@ class PostgreSQLStore(Store):
             )
         return {"statement_cache_size": int(size)}
 
-    async def insert(self, new_awards: Sequence[NewAward]) -> list[Award]:
+    async def insert(self, new_awards: Sequence[NewAward]) -> Written:
         if not new_awards:
-            return []
+            return Written()
         awards_in_order = ordered(new_awards)
-        columns = [[getattr(a, name) for a in awards_in_order] for name in COLUMNS]
+        arguments: list[Any] = [[getattr(a, name) for a in awards_in_order] for name in COLUMNS]
+        statement = INSERT
+        if any(award.expires_at is not None for award in awards_in_order):
+            statement = INSERT_REPLACING_EXPIRED
+            arguments.append(self.now())
         with self.translating_errors():
             # The pool is asyncpg's own, without databases' per-task connection bookkeeping
             # around it: the insert is the whole unit of work.
             async with asyncpg_pool(self.database).acquire() as raw:
-                records = await raw.fetch(INSERT, *columns)
-        return self.returned(awards_in_order, records)
+                records = await raw.fetch(statement, *arguments)
+        granted = [record for record in records if record["kind"] == "granted"]
+        return Written(
+            self.returned(awards_in_order, granted),
+            [("expired", self.award(record)) for record in records if record["kind"] != "granted"],
+        )
+
+    async def insert_row(
+        self, connection: databases.core.Connection, values: dict[str, Any]
+    ) -> int:
+        return int(await connection.execute(awards.insert().values(values).returning(awards.c.id)))
+
+    async def lock(self, connection: databases.core.Connection, user_id: str, slug: str) -> None:
+        # Released when the transaction ends. The two-key form has a space of its own, apart
+        # from the migrations' one-key lock; two pairs that hash alike only take turns.
+        key = f"{len(user_id)}:{user_id}{slug}"
+        lock = sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))")
+        await connection.execute(lock.bindparams(space=SETTLE_LOCKS, key=key))
 
     def is_missing_table(self, exc: BaseException) -> bool:
         return getattr(exc, "sqlstate", None) == UNDEFINED_TABLE

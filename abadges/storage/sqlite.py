@@ -7,7 +7,7 @@ import datetime
 import functools
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import anyio
 import databases
@@ -15,7 +15,7 @@ import databases
 from ..awards import Award
 from ..tables import awards, history
 from ._databases import new_connection
-from .base import COLUMNS, RETURNING, Describe, NewAward, Store, ordered
+from .base import COLUMNS, RETURNING, Describe, NewAward, Store, Written, ordered, replaced, skipped
 
 #: Rows per insert: a parameter per column each, under SQLite's oldest limit of 999.
 ROWS_PER_INSERT = 999 // len(COLUMNS)
@@ -78,25 +78,37 @@ class SQLiteStore(Store):
                 await raw.rollback()
             raise
 
-    async def insert(self, new_awards: Sequence[NewAward]) -> list[Award]:
+    async def insert(self, new_awards: Sequence[NewAward]) -> Written:
         if not new_awards:
-            return []
+            return Written()
         awards_in_order = ordered(new_awards)
-        records = []
         async with self.connection() as connection:
             with self.translating_errors():
                 # The awards and their history rows in one transaction.
                 async with self.transaction(connection):
                     raw = connection.raw_connection
-                    for start in range(0, len(awards_in_order), ROWS_PER_INSERT):
-                        chunk = awards_in_order[start : start + ROWS_PER_INSERT]
-                        values = [value for award in chunk for value in _values(award)]
-                        # One trip to aiosqlite's thread, not three (execute, fetch, close).
-                        records += await raw.execute_fetchall(_insert(len(chunk)), values)
-                    recorded = self.returned(awards_in_order, records)
-                    if recorded:
-                        await raw.executemany(GRANTED, [_granted(award) for award in recorded])
-        return recorded
+                    written = Written(await self._insert(raw, awards_in_order))
+                    missing = skipped(awards_in_order, written.recorded)
+                    expired = await self._replace_expired(connection, missing) if missing else []
+                    if expired:
+                        written.recorded += await self._insert(raw, replaced(missing, expired))
+                        written.ended = [("expired", award) for award in expired]
+                        await raw.executemany(EXPIRED, [_expired(award) for award in expired])
+                    if written.recorded:
+                        await raw.executemany(GRANTED, [_granted(a) for a in written.recorded])
+        return written
+
+    async def _insert(self, raw: Any, awards_in_order: Sequence[NewAward]) -> list[Award]:
+        records = []
+        for start in range(0, len(awards_in_order), ROWS_PER_INSERT):
+            chunk = awards_in_order[start : start + ROWS_PER_INSERT]
+            values = [value for award in chunk for value in _values(award)]
+            # One trip to aiosqlite's thread, not three (execute, fetch, close).
+            records += await raw.execute_fetchall(_insert(len(chunk)), values)
+        return self.returned(awards_in_order, records)
+
+    async def lock(self, connection: databases.core.Connection, user_id: str, slug: str) -> None:
+        """Nothing more: BEGIN IMMEDIATE took the write lock of the whole database."""
 
     def is_missing_table(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith(
@@ -120,6 +132,22 @@ GRANTED = (
     f"INSERT INTO {history.name} (award_id, user_id, slug, level, action, at, source, actor, "
     "reason) VALUES (?, ?, ?, ?, 'granted', ?, ?, ?, ?)"
 )
+EXPIRED = (
+    f"INSERT INTO {history.name} (award_id, user_id, slug, level, action, at, source) "
+    "VALUES (?, ?, ?, ?, 'expired', ?, ?)"
+)
+
+
+def _expired(award: Award) -> tuple[object, ...]:
+    assert award.expires_at is not None
+    return (
+        award.id,
+        award.user_id,
+        award.slug,
+        award.level,
+        _text_datetime(award.expires_at),
+        award.source,
+    )
 
 
 def _granted(award: Award) -> tuple[object, ...]:

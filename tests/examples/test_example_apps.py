@@ -25,7 +25,7 @@ from abadges import badges
 from abadges.tables import awards
 from abadges.testing import free_port
 from examples import aiohttp_app, quart_app, starlette_app, store
-from tests.support import worker
+from tests.support import award_jobs, worker
 
 ROOT = pathlib.Path(__file__).parents[2]
 FRAMEWORKS = ["starlette", "quart", "aiohttp"]
@@ -96,7 +96,7 @@ async def wait_for_addict(client: httpx.AsyncClient, user: str) -> None:
 async def queued(redis_url: str, queue_name: str) -> int:
     client = redis.asyncio.Redis.from_url(redis_url)
     try:
-        return int(await client.zcard(queue_name))
+        return len(award_jobs(await client.zrange(queue_name, 0, -1)))
     finally:
         await client.aclose()
 

@@ -28,7 +28,7 @@ import redis.asyncio
 from abadges import BadgeRegistry
 from tests.faults.load import Held, reference, stream
 from tests.faults.servers import PersistentRedis, PostgresServer
-from tests.support import ARQ, stop
+from tests.support import ARQ, award_jobs, stop
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 QUEUE = "abadges:load"
@@ -197,15 +197,15 @@ class LoadRun:
         try:
             with anyio.move_on_after(self.settle) as timer:
                 while True:
-                    queued = await client.zcard(QUEUE)
-                    running = await client.keys("arq:in-progress:*")
+                    queued = award_jobs(await client.zrange(QUEUE, 0, -1))
+                    running = award_jobs(await client.keys("arq:in-progress:*"))
                     held = await self.held()
                     if not queued and not running and held == expected:
                         break
                     await anyio.sleep(0.2)
             if timer.cancelled_caught:
                 jobs = await client.zrange(QUEUE, 0, -1, withscores=True)
-                running = await client.keys("arq:in-progress:*")
+                running = award_jobs(await client.keys("arq:in-progress:*"))
                 self.stuck = (
                     f"after {self.settle} s: queued {jobs[:5]} ({len(jobs)} in all) at "
                     f"{time.time() * 1000:.0f}, in progress {running}, "

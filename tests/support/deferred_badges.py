@@ -92,3 +92,38 @@ class RegularBadge(Badge):
     def award(self, **state: Any) -> BadgeAwarded:
         visits = len(state["user"].visits)
         return BadgeAwarded(level=3 if visits >= 10 else 2 if visits >= 5 else 1)
+
+
+class ActiveBadge(Badge):
+    """Temporary, each level replacing the one below: visits in the week before the event's
+    day, as of the worker's run (2 for "Active", 5 for "Very active")."""
+
+    slug = "active"
+    levels = ["Active", "Very active"]
+    events = ["active"]
+    deferred = True
+    temporary = True
+    replaces_lower = True
+
+    def freeze(self, **state: Any) -> dict[str, Any]:
+        return {"day": today().isoformat()}
+
+    def award(self, **state: Any) -> BadgeAwarded | None:
+        end = datetime.date.fromisoformat(state["day"])
+        week = {end - datetime.timedelta(days=n) for n in range(7)}
+        visits = len(week & set(state["user"].visits))
+        return (
+            BadgeAwarded(level=2) if visits >= 5 else BadgeAwarded(level=1) if visits >= 2 else None
+        )
+
+
+class WeeklyBadge(Badge):
+    """Held for a week: what the worker's periodic job expires."""
+
+    slug = "weekly"
+    levels = ["This week"]
+    events = ["checked-in"]
+    expires_after = datetime.timedelta(days=7)
+
+    def award(self, **state: Any) -> BadgeAwarded:
+        return BadgeAwarded()

@@ -11,7 +11,14 @@ import anyio
 
 from abadges import Award, badges
 from abadges.worker import worker_settings
-from tests.support.deferred_badges import AddictBadge, RegularBadge, VisitorBadge, state_dir
+from tests.support.deferred_badges import (
+    ActiveBadge,
+    AddictBadge,
+    RegularBadge,
+    VisitorBadge,
+    WeeklyBadge,
+    state_dir,
+)
 
 
 @badges.on_award
@@ -26,7 +33,14 @@ async def log_award(award: Award) -> None:
         await anyio.sleep_forever()
 
 
-for badge_class in (AddictBadge, VisitorBadge, RegularBadge):
+@badges.on_revoke
+def log_revoke(award: Award) -> None:
+    """Log each award that stops being held, as `on_award`'s are, marked "ended"."""
+    with (state_dir() / "announced.log").open("a") as log:
+        log.write(f"ended {award.user_id} {award.slug} {award.level} {os.getpid()}\n")
+
+
+for badge_class in (AddictBadge, VisitorBadge, RegularBadge, ActiveBadge, WeeklyBadge):
     badges.register(badge_class)
 
 #: A worker whose killed jobs run again 12 seconds later (job timeout + 10 s).
