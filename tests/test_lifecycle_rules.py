@@ -4,6 +4,7 @@ expiry; on every database."""
 from __future__ import annotations
 
 import datetime
+import pathlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from abadges import (
     BadgeErrorGroup,
     BadgeRegistry,
     InvalidStateError,
+    SchemaError,
 )
 from tests.support import Rows
 from tests.test_lifecycle import changes
@@ -392,3 +394,21 @@ async def test_an_expired_level_of_a_settling_badge_is_moved_and_earned_again(
         ("expired", 2),
         ("granted", 2),
     ]
+
+
+async def test_a_settlement_that_fails_is_reported_with_its_badge(
+    tmp_path: pathlib.Path,
+) -> None:
+    """On a database without the tables, the settlement's error is raised by grant(), and put
+    in the event's BadgeErrorGroup with its badge's note."""
+    registry = BadgeRegistry()
+    registry.configure(database_url=f"sqlite+aiosqlite:///{tmp_path / 'empty.sqlite3'}")
+    registry.register(LadderBadge)
+    async with registry.lifespan():
+        with pytest.raises(SchemaError, match="does not exist"):
+            await registry.grant("ana", "ladder", 1)
+        with pytest.raises(BadgeErrorGroup) as caught:
+            await registry.possibly_award_badge("climbed", user="ana", rung=1)
+    [error] = caught.value.exceptions
+    assert isinstance(error, SchemaError)
+    assert error.__notes__ == ["Raised by badge 'ladder' on event 'climbed'."]

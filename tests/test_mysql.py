@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import pytest
 
-from abadges import Award, Badge, BadgeAwarded, BadgeRegistry, is_transient
+from abadges import Award, Badge, BadgeAwarded, BadgeErrorGroup, BadgeRegistry, is_transient
 from abadges.storage import mysql
 from tests.support import Rows
 
@@ -136,3 +136,42 @@ async def test_a_deadlock_that_persists_is_raised_as_transient(
             break
     assert errors
     assert all(exc.args[0] == mysql.LOCK_DEADLOCK and is_transient(exc) for exc in errors)
+
+
+class Ladder(Badge):
+    slug = "ladder"
+    levels = ["Rung 1", "Rung 2"]
+    events = ["climbed"]
+    replaces_lower = True
+
+    def award(self, **state: Any) -> BadgeAwarded:
+        return BadgeAwarded(level=state["level"])
+
+
+async def test_a_settlement_that_cannot_take_its_lock_says_whose_it_is(
+    registry: BadgeRegistry, monkeypatch: pytest.MonkeyPatch, stored_rows: Rows
+) -> None:
+    registry.register(Ladder)
+    registry.register(First)
+    monkeypatch.setattr(mysql, "SETTLE_LOCK_TIMEOUT", 0)
+    store = registry._connected_store()
+    assert isinstance(store, mysql.MySQLStore)
+    name = store.settle_lock_name("ana", "ladder")
+    async with registry.database.connection() as other:
+        assert await other.fetch_val(f"SELECT GET_LOCK('{name}', 0)") == 1
+        try:
+            with pytest.raises(BadgeErrorGroup) as caught:
+                await registry.possibly_award_badge("climbed", user="ana", level=1)
+        finally:
+            await other.fetch_val(f"SELECT RELEASE_LOCK('{name}')")
+    [error] = caught.value.exceptions
+    assert isinstance(error, TimeoutError) and is_transient(error)
+    assert str(error) == (
+        "Another connection held the lock of the levels user 'ana' holds of badge 'ladder' for "
+        "0 seconds."
+    )
+    assert error.__notes__ == ["Raised by badge 'ladder' on event 'climbed'."]
+    assert await stored_rows() == []
+    # Free again: the lock was released, the retry records it.
+    [award] = await registry.possibly_award_badge("climbed", user="ana", level=1)
+    assert award.slug == "ladder"

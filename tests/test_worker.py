@@ -849,3 +849,55 @@ async def test_a_job_waits_for_the_migration_it_needs(
         assert (worker.jobs_complete, worker.jobs_retried) == (1, 1)
         assert [a.slug for a in await registry.awards_for("ana")] == ["visitor"]
     assert "SchemaError: The table 'abadges_awards' does not exist" in caplog.text
+
+
+async def test_a_full_redis_defers_the_expiry_job_to_the_next_minute(
+    redis_server: RedisServer, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """arq queues its cron jobs in its poll loop, which an error would end: on a full Redis the
+    expiry waits, and the worker goes on draining; other jobs are refused as before."""
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    pool = ArqRedis.from_url(redis_server.url)
+    pool.default_queue_name = queue_name
+    abadges._full_redis.adopt(pool, redis_server.url)
+    expiry = f"{queue_name}:abadges.expire"
+    try:
+        assert await pool.enqueue_job(expiry, _job_id=f"{expiry}:1") is not None
+        await client.config_set("maxmemory", 1)  # Every write is refused.
+        with caplog.at_level(logging.WARNING, logger="abadges.worker"):
+            assert await pool.enqueue_job(expiry, _job_id=f"{expiry}:2") is None
+            with pytest.raises(OutOfMemoryError):
+                await pool.enqueue_job(JOB_NAME, {"v": 1})
+    finally:
+        await client.config_set("maxmemory", 0)
+        await client.aclose()
+        await pool.aclose()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Redis at {redis_server.url} is full: the periodic job {expiry} waits for the next minute."
+    ]
+
+
+async def test_the_expiry_job_moves_what_expired(registry: BadgeRegistry) -> None:
+    """The cron job's function, as a worker runs it; `burst` workers run none."""
+
+    class Weekly(Badge):
+        slug = "weekly"
+        levels = ["This week"]
+        events = ["checked-in"]
+        expires_after = datetime.timedelta(days=7)
+
+        def award(self, **state: Any) -> BadgeAwarded:
+            return BadgeAwarded()
+
+    registry.register(Weekly)
+    old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=8)
+    await registry.possibly_award_badge("checked-in", user="ana", force_timestamp=old)
+    ctx = {abadges.worker.REGISTRY: registry}
+    assert await abadges.worker.expire(ctx) == 1
+    assert await abadges.worker.expire(ctx) == 0
+    [cron] = worker_settings(registry)["cron_jobs"]
+    assert (cron.name, cron.run_at_startup) == (
+        f"{registry.settings.queue_name}:abadges.expire",
+        True,
+    )
+    assert worker_settings(registry, burst=True)["cron_jobs"] == []

@@ -110,12 +110,7 @@ class MySQLStore(Store):
     async def settle(self, settlement: Settlement) -> Written:
         # GET_LOCK's lock belongs to the session, not to the transaction: taken around it,
         # and released once it has ended, committed or not.
-        digest = hashlib.sha1(
-            f"{len(settlement.user_id)}:{settlement.user_id}{settlement.slug}".encode(
-                "utf-8", "surrogatepass"
-            )
-        ).hexdigest()
-        name = f"abadges:{digest}"
+        name = self.settle_lock_name(settlement.user_id, settlement.slug)
         async with self.connection() as connection:
             with self.translating_errors():
                 get_lock = sa.text("SELECT GET_LOCK(:name, :timeout)")
@@ -124,8 +119,9 @@ class MySQLStore(Store):
                 )
                 if taken != 1:
                     raise TimeoutError(
-                        f"Another connection held the lock of user {settlement.user_id!r}'s "
-                        f"levels of badge {settlement.slug!r} for {SETTLE_LOCK_TIMEOUT} seconds."
+                        f"Another connection held the lock of the levels user "
+                        f"{settlement.user_id!r} holds of badge {settlement.slug!r} for "
+                        f"{SETTLE_LOCK_TIMEOUT} seconds."
                     )
                 try:
                     return await _retrying_deadlocks(lambda: self._settle(connection, settlement))
@@ -136,6 +132,11 @@ class MySQLStore(Store):
 
     async def lock(self, connection: databases.core.Connection, user_id: str, slug: str) -> None:
         """Nothing more: `settle()` holds the lock around the transaction."""
+
+    def settle_lock_name(self, user_id: str, slug: str) -> str:
+        """The GET_LOCK name of the user's levels of a badge: at most 64 characters."""
+        key = f"{len(user_id)}:{user_id}{slug}".encode("utf-8", "surrogatepass")
+        return f"abadges:{hashlib.sha1(key).hexdigest()}"
 
     async def expire(self, limit: int) -> list[Award]:
         async with self.connection() as connection:
