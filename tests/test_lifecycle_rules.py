@@ -233,11 +233,16 @@ async def test_expire_awards_moves_each_expired_award_to_the_history_once(
         "streaked", user="ana", event_key="week-1", force_timestamp=old
     )
     assert replay == []
+    # A batch of streaks alone: rows kept, none deleted.
+    await rules.possibly_award_badge("streaked", user="bo", event_key="week-2", force_timestamp=old)
+    assert await rules.expire_awards() == 1
+    assert ("bo", "streak", 1) in await stored_rows()
     expired = [c for c in await rules.history() if c.action == "expired"]
     assert sorted((c.user_id, c.slug) for c in expired) == [
         ("ana", "monthly"),
         ("ana", "streak"),
         ("bo", "monthly"),
+        ("bo", "streak"),
         ("cy", "monthly"),
     ]
     assert {c.at for c in expired} == {old + 30 * DAY, old + 7 * DAY}
