@@ -55,9 +55,9 @@ class Settlement:
     user's levels of it, which depends on the levels they hold.
 
     `new` is the award to record unless held, or None (a temporary badge's `award()` gave
-    nothing); with `revoke_above`, the levels held above it are revoked, with `reason`; with
-    `replace_lower`, the user keeps only the highest level held or new, the others "replaced".
-    `at` is when the change happens."""
+    nothing); with `revoke_above`, the levels held above it are revoked; with `replace_lower`,
+    the user keeps only the highest level held or new, the others "replaced". `at` is when the
+    change happens; levels expired by then are moved to the history as "expired"."""
 
     user_id: str
     slug: str
