@@ -34,6 +34,26 @@ async def user_badges(request: web.Request) -> web.Response:
     return web.json_response(await api.user_badges(request.match_info["id"]))
 
 
+@routes.get("/users/{id}/history")
+async def user_history(request: web.Request) -> web.Response:
+    query = request.query
+    history = await api.user_history(
+        request.match_info["id"], query.getall("limit", []), query.getall("offset", [])
+    )
+    return web.json_response(history)
+
+
+@routes.post("/users/{id}/grants")
+async def grant(request: web.Request) -> web.Response:
+    granted = await api.grant(request.match_info["id"], await request.read())
+    return web.json_response(granted, status=201)
+
+
+@routes.post("/users/{id}/revocations")
+async def revoke(request: web.Request) -> web.Response:
+    return web.json_response(await api.revoke(request.match_info["id"], await request.read()))
+
+
 @routes.get("/badges")
 async def badge_list(request: web.Request) -> web.Response:
     return web.json_response(await api.badge_list())

@@ -1,16 +1,26 @@
 """What every example app serves, whatever the framework: JSON in, JSON-ready dicts out.
 
-The apps route requests here and turn `HTTPError` into an error response.
+The apps route requests here and turn `HTTPError` into an error response. `grant()` and
+`revoke()` stand for a moderator's tools: a real site serves them behind its own auth.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
-from abadges import Award, BadgeNotRegisteredError, InvalidLevelError, QueueUnavailableError, badges
+from abadges import (
+    Award,
+    AwardChange,
+    BadgeNotRegisteredError,
+    InvalidLevelError,
+    QueueUnavailableError,
+    badges,
+)
 
 from . import badges as _registered  # noqa: F401  (registers the example's badges)
 from . import store
@@ -18,6 +28,12 @@ from . import store
 USER_ID = re.compile(r"[\w.-]{1,64}", re.ASCII)
 MAX_POINTS = 1_000_000
 HOLDERS_SHOWN = 50
+#: The history's page: `limit` by default, and at most.
+HISTORY_PAGE = 20
+MAX_HISTORY_PAGE = 100
+MAX_OFFSET = 1_000_000
+#: What the body of a grant or a revocation may hold; only "badge" is required.
+CHANGE_FIELDS = ("badge", "level", "by", "reason")
 
 
 class HTTPError(Exception):
@@ -56,8 +72,9 @@ async def add_visit(user_id: str, body: bytes) -> dict[str, Any]:
     try:
         awarded = await badges.possibly_award_badge("visited", user=user, day=day)
     except* QueueUnavailableError as group:
-        # The visit stands; the badges it may earn wait for the user's next visit. A badge
-        # that failed in the same call stays in the group that is raised with this error.
+        # The visit stands, and so do the inline awards recorded before the job was queued
+        # (`weekly`); the deferred badges wait for the user's next visit. A badge that failed
+        # in the same call stays in the group that is raised with this error.
         [error] = group.exceptions
         raise HTTPError(
             503, f"The visit is recorded, but its badges could not be queued: {error}"
@@ -71,8 +88,40 @@ async def user_badges(user_id: str) -> dict[str, Any]:
     return {"user": user_id, "count": len(awards), "awards": [_award(a) for a in awards]}
 
 
+async def user_history(user_id: str, limit: list[str], offset: list[str]) -> dict[str, Any]:
+    """`GET /users/{id}/history?limit=20&offset=0`: a page of the changes of what the user
+    holds, newest first. `limit` and `offset` are every value the query string gives each."""
+    user_id = _user_id(user_id)
+    page = _query_number("limit", limit, HISTORY_PAGE, 1, MAX_HISTORY_PAGE)
+    start = _query_number("offset", offset, 0, 0, MAX_OFFSET)
+    changes = await badges.history(user_id, limit=page, offset=start)
+    return {"user": user_id, "changes": [_change(c) for c in changes]}
+
+
+async def grant(user_id: str, body: bytes) -> dict[str, Any]:
+    """`POST /users/{id}/grants` with `{"badge": slug, "level": n, "by": ..., "reason": ...}`
+    (only "badge" required): award the badge by hand. `awarded` is None when the user holds
+    that level already."""
+    user_id = _user_id(user_id)
+    slug, level, by, reason = _change_request(body)
+    with _refusing_bad_changes():
+        award = await badges.grant(user_id, slug, level, by=by, reason=reason)
+    return {"awarded": None if award is None else _award(award)}
+
+
+async def revoke(user_id: str, body: bytes) -> dict[str, Any]:
+    """`POST /users/{id}/revocations`, with the body of a grant: take away the user's awards of
+    the badge (of that level only, if given); `revoked` says how many."""
+    user_id = _user_id(user_id)
+    slug, level, by, reason = _change_request(body)
+    with _refusing_bad_changes():
+        revoked = await badges.revoke(user_id, slug, level, by=by, reason=reason)
+    return {"revoked": revoked}
+
+
 async def badge_list() -> list[dict[str, Any]]:
-    """`GET /badges`: every badge, each level with its name, description and award count."""
+    """`GET /badges`: every badge, each level with its name, description and award count;
+    `expires_after` is in seconds."""
     counts = await badges.award_counts()
     listing = []
     for slug, badge in badges.registered.items():
@@ -92,6 +141,11 @@ async def badge_list() -> list[dict[str, Any]]:
                 "slug": slug,
                 "multiple": badge.multiple,
                 "deferred": badge.deferred,
+                "temporary": badge.temporary,
+                "replaces_lower": badge.replaces_lower,
+                "expires_after": (
+                    None if badge.expires_after is None else badge.expires_after.total_seconds()
+                ),
                 "levels": levels,
             }
         )
@@ -123,7 +177,59 @@ def _award(award: Award) -> dict[str, Any]:
         "name": award.name,
         "description": award.description,
         "awarded_at": award.awarded_at.isoformat(),
+        "source": award.source,
+        "granted_by": award.granted_by,
+        "reason": award.reason,
+        "expires_at": None if award.expires_at is None else award.expires_at.isoformat(),
     }
+
+
+def _change(change: AwardChange) -> dict[str, Any]:
+    return {
+        "action": change.action,
+        "slug": change.slug,
+        "level": change.level,
+        "name": _level_name(change.slug, change.level),
+        "at": change.at.isoformat(),
+        "source": change.source,
+        "by": change.by,
+        "reason": change.reason,
+    }
+
+
+def _level_name(slug: str, level: int) -> str | None:
+    # The history keeps the changes of badges, and of levels, that are no longer registered.
+    badge = badges.registered.get(slug)
+    if badge is None or not 1 <= level <= len(badge.levels):
+        return None
+    return badge.detail(level).name
+
+
+def _change_request(body: bytes) -> tuple[str, int | None, Any, Any]:
+    """The badge, level, `by` and `reason` of a grant's or a revocation's body; `by` and
+    `reason` are checked by abadges, before it writes anything."""
+    data = _json(body)
+    unknown = sorted(set(data) - set(CHANGE_FIELDS))
+    if unknown:
+        raise HTTPError(
+            400,
+            f"Unknown field {unknown[0][:80]!r}; the fields are 'badge', 'level', 'by' and "
+            "'reason'.",
+        )
+    slug = _field(data, "badge", str)
+    level = None if data.get("level") is None else _field(data, "level", int)
+    return slug, level, data.get("by"), data.get("reason")
+
+
+@contextlib.contextmanager
+def _refusing_bad_changes() -> Iterator[None]:
+    try:
+        yield
+    except BadgeNotRegisteredError as exc:
+        raise HTTPError(404, str(exc)) from None
+    except (InvalidLevelError, ValueError) as exc:
+        # ValueError: a `by` or `reason` that is not a str of the right length.
+        raise HTTPError(400, str(exc)) from None
 
 
 def _user_id(user_id: str) -> str:
@@ -142,6 +248,20 @@ def _json(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise HTTPError(400, f"The request body must be a JSON object; got {type(data).__name__}.")
     return data
+
+
+def _query_number(name: str, values: list[str], default: int, lowest: int, highest: int) -> int:
+    if not values:
+        return default
+    if len(values) > 1:
+        raise HTTPError(400, f"{name} must be given once; got it {len(values)} times.")
+    [text] = values
+    # At most 9 digits: int() of a long enough string is an error of its own.
+    if not re.fullmatch(r"\d{1,9}", text, re.ASCII) or not lowest <= int(text) <= highest:
+        raise HTTPError(
+            400, f"{name} must be a whole number from {lowest} to {highest:,}; got {text[:80]!r}."
+        )
+    return int(text)
 
 
 KINDS = {int: "a whole number", str: "a string"}

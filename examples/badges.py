@@ -1,4 +1,5 @@
-"""The example site's badges: brabeion's points and addict badges, and a `multiple` one.
+"""The example site's badges: brabeion's points and addict badges, a `multiple` one, and one
+that expires.
 
 The apps import this module; the worker imports it through `ABADGES_BADGES=examples.badges`.
 """
@@ -70,3 +71,19 @@ class AddictBadge(Badge):
         first = last - datetime.timedelta(days=self.days - 1)
         visited = await store.visit_days(state["user"].id, first, last)
         return BadgeAwarded() if len(visited) == self.days else None
+
+
+@badges.register
+class WeeklyBadge(Badge):
+    """Held for a week from the visit that earned it: the worker's periodic job moves it to the
+    history as "expired", and the user's next visit earns it again."""
+
+    slug = "weekly"
+    levels = [BadgeDetail("This week", "Visited in the last 7 days")]
+    events = ["visited"]
+    expires_after = datetime.timedelta(days=7)
+
+    def award(self, **state: Any) -> BadgeAwarded | None:
+        # Dated when it is recorded, whatever the visit's day: a held award is not recorded
+        # again, so only a visit after it expired earns it anew.
+        return BadgeAwarded()

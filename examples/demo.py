@@ -3,7 +3,8 @@
 `scripts/demo` runs `python -m examples.demo` from the repository root. It starts what it needs
 (a redis-server from an installed binary unless `ABADGES_REDIS_URL` is set; the app under
 uvicorn; an `arq abadges.worker.Settings` worker), plays a short scenario that earns inline and
-deferred badges, prints what was awarded, and stops everything it started. The awards go to a
+deferred badges, grants and revokes one as a moderator would, prints what was awarded and the
+history, and stops everything it started. The awards go to a
 fresh SQLite file in a temporary directory, unless `ABADGES_DATABASE_URL` names a database.
 """
 
@@ -112,7 +113,8 @@ async def run_services(directory: Path) -> AsyncIterator[Demo]:
 
 async def play(demo: Demo) -> None:
     """The scenario: points for ana (inline badges), a month of visits for bob and cy
-    (the deferred Addict badge, which cy misses by one day)."""
+    (the deferred Addict badge, which cy misses by one day; the weekly badge, which expires),
+    then a moderator's grant of the Addict badge to cy, and its revoke."""
     client = demo.client
     print("Inline badges, awarded in the request:")
     for points in (3000, 2500, 500, 2500, 3000):
@@ -145,12 +147,27 @@ async def play(demo: Demo) -> None:
             path = f"/badges/{badge['slug']}/{level['level']}"
             holders = [h["user"] for h in (await get(client, path))["holders"]]
             print(
-                f"  {badge['slug']:<9}{level['name']:<9}{level['description']:<32}"
+                f"  {badge['slug']:<9}{level['name']:<10}{level['description']:<32}"
                 f"awarded {level['awarded']}, to {', '.join(dict.fromkeys(holders)) or 'no one'}"
             )
     board = await client.get("/")
     rows = board.text.count("<tr>") - 1
     print(f"\nGET / serves the same as an HTML badge board: {board.status_code}, {rows} rows.")
+
+    print("\nBy hand, as a moderator would (a real site puts these behind its own auth):")
+    grant = {"badge": "addict", "by": "mod:7", "reason": "Missed 2024-05-15: the site was down"}
+    awarded = (await post(client, "/users/cy/grants", grant))["awarded"]
+    print(f"  POST /users/cy/grants {grant['badge']} -> {awarded['name']}, {awarded['source']}")
+    revoke = {"badge": "addict", "by": "mod:9", "reason": "The site was up that day"}
+    revoked = (await post(client, "/users/cy/revocations", revoke))["revoked"]
+    print(f"  POST /users/cy/revocations {revoke['badge']} -> {revoked} revoked")
+    print("What changed for cy, newest first (GET /users/cy/history):")
+    for change in (await get(client, "/users/cy/history"))["changes"]:
+        by = f" by {change['by']}" if change["by"] else ""
+        reason = f": {change['reason']}" if change["reason"] else ""
+        print(f"  {change['action']:<8}{change['name']:<10}{change['source']}{by}{reason}")
+    page = await client.get("/users/cy")
+    print(f"GET /users/cy serves it as cy's HTML page: {page.status_code}.")
 
 
 async def post(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> Any:

@@ -35,6 +35,22 @@ async def user_badges(id: str) -> dict[str, Any]:
     return await api.user_badges(id)
 
 
+@app.get("/users/<id>/history")
+async def user_history(id: str) -> dict[str, Any]:
+    args = request.args
+    return await api.user_history(id, args.getlist("limit"), args.getlist("offset"))
+
+
+@app.post("/users/<id>/grants")
+async def grant(id: str) -> ResponseReturnValue:
+    return await api.grant(id, await request.body), 201
+
+
+@app.post("/users/<id>/revocations")
+async def revoke(id: str) -> dict[str, Any]:
+    return await api.revoke(id, await request.body)
+
+
 @app.get("/badges")
 async def badge_list() -> list[dict[str, Any]]:
     return await api.badge_list()

@@ -29,17 +29,27 @@ Deferred badges, queued for the worker:
 
 What each user holds (GET /users/{id}/badges):
   ana: Windfall, Gold, Windfall, Silver, Windfall, Bronze, Windfall
-  bob: Addict
-  cy: nothing
+  bob: Addict, This week
+  cy: This week
 
 Every badge (GET /badges):
-  points   Bronze   Over 5,000 points               awarded 1, to ana
-  points   Silver   Over 7,500 points               awarded 1, to ana
-  points   Gold     Over 10,000 points              awarded 1, to ana
-  windfall Windfall 1,000 points or more at once    awarded 4, to ana
-  addict   Addict   Visited every day for 30 days   awarded 1, to bob
+  points   Bronze    Over 5,000 points               awarded 1, to ana
+  points   Silver    Over 7,500 points               awarded 1, to ana
+  points   Gold      Over 10,000 points              awarded 1, to ana
+  windfall Windfall  1,000 points or more at once    awarded 4, to ana
+  addict   Addict    Visited every day for 30 days   awarded 1, to bob
+  weekly   This week Visited in the last 7 days      awarded 2, to cy, bob
 
-GET / serves the same as an HTML badge board: 200, 5 rows.
+GET / serves the same as an HTML badge board: 200, 6 rows.
+
+By hand, as a moderator would (a real site puts these behind its own auth):
+  POST /users/cy/grants addict -> Addict, manual
+  POST /users/cy/revocations addict -> 1 revoked
+What changed for cy, newest first (GET /users/cy/history):
+  revoked Addict    manual by mod:9: The site was up that day
+  granted Addict    manual by mod:7: Missed 2024-05-15: the site was down
+  granted This week event
+GET /users/cy serves it as cy's HTML page: 200.
 """
 
 
