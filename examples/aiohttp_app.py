@@ -46,7 +46,7 @@ async def user_history(request: web.Request) -> web.Response:
 @routes.post("/users/{id}/grants")
 async def grant(request: web.Request) -> web.Response:
     granted = await api.grant(request.match_info["id"], await request.read())
-    return web.json_response(granted, status=201)
+    return web.json_response(granted, status=api.granted_status(granted))
 
 
 @routes.post("/users/{id}/revocations")

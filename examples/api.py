@@ -109,6 +109,12 @@ async def grant(user_id: str, body: bytes) -> dict[str, Any]:
     return {"awarded": None if award is None else _award(award)}
 
 
+def granted_status(granted: dict[str, Any]) -> int:
+    """The HTTP status of a grant's answer: 201 when it recorded an award, 200 when the user
+    held that level already."""
+    return 200 if granted["awarded"] is None else 201
+
+
 async def revoke(user_id: str, body: bytes) -> dict[str, Any]:
     """`POST /users/{id}/revocations`, with the body of a grant: take away the user's awards of
     the badge (of that level only, if given); `revoked` says how many."""

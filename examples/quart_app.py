@@ -43,7 +43,8 @@ async def user_history(id: str) -> dict[str, Any]:
 
 @app.post("/users/<id>/grants")
 async def grant(id: str) -> ResponseReturnValue:
-    return await api.grant(id, await request.body), 201
+    granted = await api.grant(id, await request.body)
+    return granted, api.granted_status(granted)
 
 
 @app.post("/users/<id>/revocations")

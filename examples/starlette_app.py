@@ -46,7 +46,7 @@ async def user_history(request: Request) -> Response:
 
 async def grant(request: Request) -> Response:
     granted = await api.grant(request.path_params["id"], await request.body())
-    return JSONResponse(granted, status_code=201)
+    return JSONResponse(granted, status_code=api.granted_status(granted))
 
 
 async def revoke(request: Request) -> Response:

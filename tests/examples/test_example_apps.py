@@ -440,7 +440,7 @@ async def test_the_history_shows_what_was_earned_granted_and_revoked_newest_firs
             None,
         )
         # Held already: nothing is recorded.
-        assert await call(client, "POST", "/users/ana/grants", help_desk, status=201) == {
+        assert await call(client, "POST", "/users/ana/grants", help_desk, status=200) == {
             "awarded": None
         }
         taken = {"badge": "windfall", "by": "mod:9", "reason": "Points from a bug"}
