@@ -21,6 +21,7 @@ from abadges import (
     SchemaError,
 )
 from tests.support import Rows
+from tests.support.race_child import LadderBadge, RankNowBadge
 from tests.test_lifecycle import changes
 
 UTC = datetime.UTC
@@ -67,31 +68,6 @@ class KarmaBadge(Badge):
     def award(self, **state: Any) -> BadgeAwarded | None:
         level = min(state["karma"] // 10, 3)
         return BadgeAwarded(level=level) if level else None
-
-
-class LadderBadge(Badge):
-    """Each rung replaces the ones below."""
-
-    slug = "ladder"
-    levels = ["Rung 1", "Rung 2", "Rung 3"]
-    events = ["climbed"]
-    replaces_lower = True
-
-    def award(self, **state: Any) -> BadgeAwarded:
-        return BadgeAwarded(level=state["rung"])
-
-
-class RankNowBadge(Badge):
-    """Both: the user holds exactly the level award() gives now, or none."""
-
-    slug = "rank-now"
-    levels = ["Low", "Mid", "High"]
-    events = ["ranked-now"]
-    temporary = True
-    replaces_lower = True
-
-    def award(self, **state: Any) -> BadgeAwarded | None:
-        return BadgeAwarded(level=state["level"]) if state["level"] else None
 
 
 @pytest.fixture
@@ -325,14 +301,14 @@ async def test_a_grant_of_a_temporary_badge_revokes_nothing(rules: BadgeRegistry
 
 async def test_a_higher_level_replaces_the_lower_ones(rules: BadgeRegistry) -> None:
     announced = Announced(rules)
-    [one] = await rules.possibly_award_badge("climbed", user="ana", rung=1)
-    [three] = await rules.possibly_award_badge("climbed", user="ana", rung=3)
+    [one] = await rules.possibly_award_badge("climbed", user="ana", level=1)
+    [three] = await rules.possibly_award_badge("climbed", user="ana", level=3)
     assert await rules.awards_for("ana") == [three]
     assert announced.take() == ([("ladder", 1), ("ladder", 3)], [("ladder", 1)])
     # A lower level than one held is not recorded, earned or granted; the level held stays.
-    assert await rules.possibly_award_badge("climbed", user="ana", rung=2) == []
+    assert await rules.possibly_award_badge("climbed", user="ana", level=2) == []
     assert await rules.grant("ana", "ladder", 1) is None
-    assert await rules.possibly_award_badge("climbed", user="ana", rung=3) == []
+    assert await rules.possibly_award_badge("climbed", user="ana", level=3) == []
     assert announced.take() == ([], [])
     assert changes(await rules.history("ana")) == [
         ("granted", "ana", "ladder", 3, "event", None, None),
@@ -354,10 +330,10 @@ async def test_replaces_lower_tidies_lower_levels_held_from_before(
 
     held.register(Accumulating)
     async with held.lifespan():
-        for rung in (1, 2):
-            await held.possibly_award_badge("climbed", user="ana", rung=rung)
+        for level in (1, 2):
+            await held.possibly_award_badge("climbed", user="ana", level=level)
     assert await levels(rules, "ana", "ladder") == [1, 2]
-    assert await rules.possibly_award_badge("climbed", user="ana", rung=1) == []
+    assert await rules.possibly_award_badge("climbed", user="ana", level=1) == []
     assert await levels(rules, "ana", "ladder") == [2]
     [change] = [c for c in await rules.history("ana") if c.action == "replaced"]
     assert (change.level, change.reason) == (1, "Replaced by level 2.")
@@ -391,8 +367,8 @@ async def test_an_expired_level_of_a_settling_badge_is_moved_and_earned_again(
 
     rules.register(ExpiringLadder)
     old = now() - 2 * DAY
-    await rules.possibly_award_badge("climbed-expiring", user="ana", rung=2, force_timestamp=old)
-    [again] = await rules.possibly_award_badge("climbed-expiring", user="ana", rung=1)
+    await rules.possibly_award_badge("climbed-expiring", user="ana", level=2, force_timestamp=old)
+    [again] = await rules.possibly_award_badge("climbed-expiring", user="ana", level=1)
     assert await rules.awards_for("ana") == [again]
     assert [(c.action, c.level) for c in await rules.history("ana")] == [
         ("granted", 1),
@@ -413,7 +389,7 @@ async def test_a_settlement_that_fails_is_reported_with_its_badge(
         with pytest.raises(SchemaError, match="does not exist"):
             await registry.grant("ana", "ladder", 1)
         with pytest.raises(BadgeErrorGroup) as caught:
-            await registry.possibly_award_badge("climbed", user="ana", rung=1)
+            await registry.possibly_award_badge("climbed", user="ana", level=1)
     [error] = caught.value.exceptions
     assert isinstance(error, SchemaError)
     assert error.__notes__ == ["Raised by badge 'ladder' on event 'climbed'."]

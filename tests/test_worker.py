@@ -30,7 +30,7 @@ from abadges.jobs import JOB_NAME, MAX_JOB_BYTES, dumps
 from abadges.testing import RedisServer, free_port
 from abadges.worker import health_key, live_workers, worker_settings
 from tests.support import Rows, TcpProxy, fill_to_the_brim, push, queued_ids, queued_payloads
-from tests.support.deferred_badges import VisitorBadge
+from tests.support.deferred_badges import VisitorBadge, WeeklyBadge
 
 
 class SeenBadge(Badge):
@@ -879,17 +879,7 @@ async def test_a_full_redis_defers_the_expiry_job_to_the_next_minute(
 
 async def test_the_expiry_job_moves_what_expired(registry: BadgeRegistry) -> None:
     """The cron job's function, as a worker runs it; `burst` workers run none."""
-
-    class Weekly(Badge):
-        slug = "weekly"
-        levels = ["This week"]
-        events = ["checked-in"]
-        expires_after = datetime.timedelta(days=7)
-
-        def award(self, **state: Any) -> BadgeAwarded:
-            return BadgeAwarded()
-
-    registry.register(Weekly)
+    registry.register(WeeklyBadge)
     old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=8)
     await registry.possibly_award_badge("checked-in", user="ana", force_timestamp=old)
     ctx = {abadges.worker.REGISTRY: registry}
