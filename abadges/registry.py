@@ -113,8 +113,9 @@ class BadgeRegistry:
 
     def on_revoke(self, callback: Callback) -> Callback:
         """Call `callback(award)`, plain or async, once for each award that stops being held
-        from now on (revoked), with the award as it was. Like `on_award`: after commit, in
-        the process that made the change; a callback that raises is logged."""
+        from now on (revoked, expired, replaced, or revoked by a temporary badge), with the
+        award as it was. Like `on_award`: after commit, in the process that made the change;
+        a callback that raises is logged."""
         self._revoke_callbacks.append(callback)
         return callback
 
