@@ -197,8 +197,8 @@ class AwardFlow:
         `replaces_lower` badges; announce each write's awards to the `on_award` callbacks, and
         those that stopped being held to the `on_revoke` callbacks, once it has committed.
 
-        The insert's error is raised; a settlement's error is noted with its badge and the
-        `event` and returned in the outcome, after what the others recorded.
+        The insert's error is raised; a settlement's error is returned in the outcome, after
+        what the others recorded, noted with its badge and the `event` when there is one.
 
         Shielded from cancellation as one step: a call cancelled (a request timeout, a client
         that went away) once its insert is on its way finishes the writes and the callbacks
@@ -212,7 +212,8 @@ class AwardFlow:
                 try:
                     written = await self.store.settle(item)
                 except Exception as exc:
-                    outcome.errors.append(_noted(exc, item.slug, event, deferred))
+                    # A grant has no event: its caller gets the error as it is.
+                    outcome.errors.append(_noted(exc, item.slug, event, deferred) if event else exc)
                 else:
                     outcome.recorded += await self._announce(written)
         return outcome

@@ -6,7 +6,7 @@ import abc
 import contextlib
 import dataclasses
 import datetime
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import databases
@@ -223,12 +223,29 @@ class Store(abc.ABC):
         expired award is moved to the history ("expired", in `ended`) in the same transaction,
         so that it can be earned again at once."""
 
+    async def _inserting(
+        self,
+        connection: databases.core.Connection,
+        awards_in_order: Sequence[NewAward],
+        insert: Callable[[Sequence[NewAward]], Awaitable[list[Award]]],
+    ) -> Written:
+        """Inside an insert's transaction: `insert(awards_in_order)`, the conflict-ignoring
+        insert of a store that has no single statement for it (SQLite, MySQL); then, for the
+        awards it skipped whose key an expired award holds, delete that award and `insert()`
+        them again. The deleted awards are in `ended`, for their "expired" rows."""
+        written = Written(await insert(awards_in_order))
+        missing = _skipped(awards_in_order, written.recorded)
+        expired = await self._replace_expired(connection, missing) if missing else []
+        if expired:
+            written.recorded += await insert(_replaced(missing, expired))
+            written.ended = [("expired", award) for award in expired]
+        return written
+
     async def _replace_expired(
         self, connection: databases.core.Connection, skipped: Sequence[NewAward]
     ) -> list[Award]:
-        """Delete the expired awards that hold the keys of `skipped` (what `skipped()` gives):
-        inserting those again (`replaced()`) records them. Inside the insert's transaction;
-        returns the deleted awards, for their "expired" rows."""
+        """Delete the expired awards that hold the keys of `skipped` (what `_skipped()` gives),
+        and return them."""
         keys = [(a.user_id, a.slug, a.level) for a in skipped]
         expired: list[Award] = []
         for start in range(0, len(keys), KEYS_PER_QUERY):
@@ -563,7 +580,7 @@ def ordered(new_awards: Sequence[NewAward]) -> list[NewAward]:
     return sorted(new_awards, key=lambda a: (a.slug, a.level, a.award_key))
 
 
-def skipped(new_awards: Sequence[NewAward], recorded: Sequence[Award]) -> list[NewAward]:
+def _skipped(new_awards: Sequence[NewAward], recorded: Sequence[Award]) -> list[NewAward]:
     """The awards of `new_awards` that an insert did not record, of badges held once that
     expire: those whose key an expired award may hold."""
     keys = {(a.user_id, a.slug, a.level) for a in recorded}
@@ -576,7 +593,7 @@ def skipped(new_awards: Sequence[NewAward], recorded: Sequence[Award]) -> list[N
     ]
 
 
-def replaced(skipped: Sequence[NewAward], expired: Sequence[Award]) -> list[NewAward]:
+def _replaced(skipped: Sequence[NewAward], expired: Sequence[Award]) -> list[NewAward]:
     """The awards of `skipped` whose key an expired award held: to insert again."""
     keys = {(a.user_id, a.slug, a.level) for a in expired}
     return [a for a in skipped if (a.user_id, a.slug, a.level) in keys]

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import mysql
 
 from ..awards import Award
 from ..tables import awards, history
-from .base import Change, NewAward, Settlement, Store, Written, ordered, replaced, skipped
+from .base import Change, NewAward, Settlement, Store, Written, ordered
 
 logger = logging.getLogger("abadges")
 
@@ -69,13 +69,10 @@ class MySQLStore(Store):
         # One transaction, so that an error on a later one (a deadlock, say) leaves none
         # committed (none recorded, none unannounced), and the history rows with them.
         async with connection.transaction():
-            written = Written(await self._insert(connection, awards_in_order))
-            missing = skipped(awards_in_order, written.recorded)
-            expired = await self._replace_expired(connection, missing) if missing else []
-            if expired:
-                written.recorded += await self._insert(connection, replaced(missing, expired))
-                written.ended = [("expired", award) for award in expired]
-            rows = [self.expired_row(award) for award in expired]
+            written = await self._inserting(
+                connection, awards_in_order, lambda chunk: self._insert(connection, chunk)
+            )
+            rows = [self.expired_row(award) for _, award in written.ended]
             rows += self.granted(written.recorded)
             if rows:
                 await connection.execute(history.insert().values(rows))

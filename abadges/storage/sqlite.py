@@ -15,7 +15,7 @@ import databases
 from ..awards import Award
 from ..tables import awards, history
 from ._databases import new_connection
-from .base import COLUMNS, RETURNING, Describe, NewAward, Store, Written, ordered, replaced, skipped
+from .base import COLUMNS, RETURNING, Describe, NewAward, Store, Written, ordered
 
 #: Rows per insert: a parameter per column each, under SQLite's oldest limit of 999.
 ROWS_PER_INSERT = 999 // len(COLUMNS)
@@ -87,13 +87,12 @@ class SQLiteStore(Store):
                 # The awards and their history rows in one transaction.
                 async with self.transaction(connection):
                     raw = connection.raw_connection
-                    written = Written(await self._insert(raw, awards_in_order))
-                    missing = skipped(awards_in_order, written.recorded)
-                    expired = await self._replace_expired(connection, missing) if missing else []
-                    if expired:
-                        written.recorded += await self._insert(raw, replaced(missing, expired))
-                        written.ended = [("expired", award) for award in expired]
-                        await raw.executemany(EXPIRED, [_expired(award) for award in expired])
+                    written = await self._inserting(
+                        connection, awards_in_order, lambda chunk: self._insert(raw, chunk)
+                    )
+                    if written.ended:
+                        expired = [_expired(award) for _, award in written.ended]
+                        await raw.executemany(EXPIRED, expired)
                     if written.recorded:
                         await raw.executemany(GRANTED, [_granted(a) for a in written.recorded])
         return written
