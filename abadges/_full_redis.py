@@ -27,7 +27,7 @@ from arq.connections import ArqRedis
 from arq.constants import health_check_key_suffix, in_progress_key_prefix, retry_key_prefix
 from arq.jobs import Job
 from redis.asyncio.client import Pipeline
-from redis.exceptions import OutOfMemoryError, ResponseError, WatchError
+from redis.exceptions import ExecAbortError, OutOfMemoryError, ResponseError, WatchError
 
 from ._utils import describe, obscure
 from .jobs import EXPIRY_JOB
@@ -124,10 +124,13 @@ class WorkerPipeline(Pipeline):
         transaction = self.is_transaction or self.explicit_transaction
         try:
             replies: list[Any] = await super().execute(raise_on_error)
-        except OutOfMemoryError as exc:
-            if not transaction:  # Its other commands ran: they must not run twice.
+        except (OutOfMemoryError, ExecAbortError) as exc:
+            error = out_of_memory(exc)
+            # Not for memory; or not a transaction, whose other commands ran: they must not run
+            # twice.
+            if error is None or not transaction:
                 raise
-            return await _past_maxmemory(self._client, watched, commands, exc)
+            return await _past_maxmemory(self._client, watched, commands, error)
         client = self._client
         if transaction and client._abadges_full:
             # Redis refuses any MULTI while it is full: it has room again.
@@ -165,6 +168,21 @@ def is_bookkeeping(args: tuple[Any, ...], queue_name: str) -> bool:
     return key.startswith((in_progress_key_prefix, retry_key_prefix, HEALTH_PREFIX)) or (
         key == queue_name + health_check_key_suffix
     )
+
+
+def out_of_memory(exc: OutOfMemoryError | ExecAbortError) -> OutOfMemoryError | None:
+    """`exc` as an `OutOfMemoryError` when Redis refused for memory, else None.
+
+    Redis 7 also checks memory at EXEC: a transaction whose commands were queued while it had
+    room is refused as a whole, "EXECABORT Transaction discarded because of: OOM command not
+    allowed ...", which redis-py raises as `ExecAbortError`."""
+    if isinstance(exc, OutOfMemoryError):
+        return exc
+    if "OOM command not allowed" not in str(exc):
+        return None
+    error = OutOfMemoryError(str(exc))
+    error.__cause__ = exc
+    return error
 
 
 def _text(value: Any) -> str:

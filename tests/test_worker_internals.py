@@ -16,10 +16,12 @@ import redis.asyncio
 from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
 from redis.asyncio.client import Pipeline
+from redis.exceptions import ExecAbortError, OutOfMemoryError, ResponseError
 
 import abadges._full_redis
 import abadges.worker
 from abadges import Badge, BadgeAwarded, BadgeRegistry
+from abadges.testing import RedisServer
 from abadges.worker import worker_settings
 from tests.support import push
 
@@ -163,3 +165,41 @@ async def test_every_write_of_the_worker_is_bookkeeping(
     assert not abadges._full_redis.is_bookkeeping(("ZADD", queue_name, 1, "job"), queue_name)
     assert not abadges._full_redis.is_bookkeeping(("ZINCRBY", "other", 1, "job"), queue_name)
     assert not abadges._full_redis.is_bookkeeping(("INCRBY",), queue_name)
+
+
+async def test_redis_refusing_a_transaction_at_exec_for_memory_is_out_of_memory(
+    redis_server: RedisServer,
+) -> None:
+    """Redis 7 checks memory at EXEC too: commands queued while it had room are refused as a
+    whole with EXECABORT, which redis-py raises as ExecAbortError; the worker's pipeline takes
+    it for the OutOfMemoryError it is. A transaction aborted for another reason is not."""
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    connection = await client.connection_pool.get_connection()
+    try:
+        errors = []
+        for queued, full in ((("SET", "k", "v"), True), (("SET", "k"), False)):
+            await connection.send_command("MULTI")
+            assert await connection.read_response() == b"OK"
+            await connection.send_command(*queued)
+            if full:
+                assert await connection.read_response() == b"QUEUED"
+                await client.config_set("maxmemory", 1)
+            else:
+                with pytest.raises(ResponseError, match="wrong number of arguments"):
+                    await connection.read_response()
+            await connection.send_command("EXEC")
+            with pytest.raises(ExecAbortError) as caught:
+                await connection.read_response()
+            errors.append(caught.value)
+            await client.config_set("maxmemory", 0)
+    finally:
+        await client.config_set("maxmemory", 0)
+        await client.connection_pool.release(connection)
+        await client.aclose()
+    oom, other = errors
+    converted = abadges._full_redis.out_of_memory(oom)
+    assert isinstance(converted, OutOfMemoryError) and converted.__cause__ is oom
+    assert "OOM command not allowed" in str(converted)
+    assert abadges._full_redis.out_of_memory(other) is None
+    refused = OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'.")
+    assert abadges._full_redis.out_of_memory(refused) is refused
