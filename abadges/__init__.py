@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .awards import Award, AwardChange
+from .backfill import BackfillJobError, BackfillReport, BadgeCounts, CheckpointError
 from .base import Badge, BadgeAwarded, BadgeDetail
 from .config import Settings
 from .exceptions import (
@@ -34,14 +35,18 @@ __all__ = [
     "AbadgesError",
     "Award",
     "AwardChange",
+    "BackfillJobError",
+    "BackfillReport",
     "Badge",
     "BadgeAlreadyRegisteredError",
     "BadgeAwarded",
+    "BadgeCounts",
     "BadgeDefinitionError",
     "BadgeDetail",
     "BadgeErrorGroup",
     "BadgeNotRegisteredError",
     "BadgeRegistry",
+    "CheckpointError",
     "ConfigurationError",
     "InvalidAwardError",
     "InvalidJobError",

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 
 from ._utils import maybe_await, shorten
-from .awards import Award, Source
+from .awards import Action, Award, Source
 from .base import Badge
 from .exceptions import BadgeErrorGroup, BadgeNotRegisteredError, InvalidStateError
 from .jobs import Job, check_frozen_state
@@ -85,15 +85,18 @@ async def freeze(
 
 @dataclasses.dataclass
 class Outcome:
-    """What a run of the flow did: the awards it recorded, and the errors of the badges that
-    failed (each with its note)."""
+    """What a run of the flow did: the awards it recorded, those that stopped being held
+    (with the history's action), and the errors of the badges that failed (each with its
+    note)."""
 
     recorded: list[Award] = dataclasses.field(default_factory=list)
     errors: list[Exception] = dataclasses.field(default_factory=list)
+    ended: list[tuple[Action, Award]] = dataclasses.field(default_factory=list)
 
     def add(self, other: Outcome) -> None:
         self.recorded += other.recorded
         self.errors += other.errors
+        self.ended += other.ended
 
     def result(self, event: str) -> list[Award]:
         """The recorded awards, or one flat `BadgeErrorGroup` if any badge failed."""
@@ -192,10 +195,12 @@ class AwardFlow:
         settlements: Sequence[Settlement] = (),
         event: str = "",
         deferred: bool = False,
+        announce: bool = True,
     ) -> Outcome:
         """Insert the awards that are new, then apply the settlements of `temporary` and
         `replaces_lower` badges; announce each write's awards to the `on_award` callbacks, and
-        those that stopped being held to the `on_revoke` callbacks, once it has committed.
+        those that stopped being held to the `on_revoke` callbacks, once it has committed
+        (unless not `announce`).
 
         The insert's error is raised; a settlement's error is returned in the outcome, after
         what the others recorded, noted with its badge and the `event` when there is one.
@@ -207,7 +212,7 @@ class AwardFlow:
         outcome = Outcome()
         with anyio.CancelScope(shield=True):
             if new_awards:
-                outcome.recorded += await self._announce(await self.store.insert(new_awards))
+                outcome.add(await self._announce(await self.store.insert(new_awards), announce))
             for item in settlements:
                 try:
                     written = await self.store.settle(item)
@@ -215,14 +220,17 @@ class AwardFlow:
                     # A grant has no event: its caller gets the error as it is.
                     outcome.errors.append(_noted(exc, item.slug, event, deferred) if event else exc)
                 else:
-                    outcome.recorded += await self._announce(written)
+                    outcome.add(await self._announce(written, announce))
         return outcome
 
-    async def _announce(self, written: Written) -> list[Award]:
-        """Call the callbacks for what a write did; return the awards it recorded."""
-        await _announce([award for _, award in written.ended], self._revoke_callbacks, "on_revoke")
-        await _announce(written.recorded, self._callbacks, "on_award")
-        return written.recorded
+    async def _announce(self, written: Written, announce: bool = True) -> Outcome:
+        """Call the callbacks for what a write did (unless not `announce`); return it as an
+        outcome."""
+        if announce:
+            ended = [award for _, award in written.ended]
+            await _announce(ended, self._revoke_callbacks, "on_revoke")
+            await _announce(written.recorded, self._callbacks, "on_award")
+        return Outcome(written.recorded, ended=written.ended)
 
     async def expire(self, limit: int) -> list[Award]:
         """Move up to `limit` expired awards to the history (`Store.expire()`), then announce
@@ -231,6 +239,18 @@ class AwardFlow:
             expired = await self.store.expire(limit)
             await _announce(expired, self._revoke_callbacks, "on_revoke")
         return expired
+
+    async def revoke_above(
+        self, targets: Sequence[tuple[str, str, int]], at: datetime.datetime, announce: bool
+    ) -> list[Award]:
+        """End the awards above each target's level (`Store.revoke_above()`), then announce
+        them to the `on_revoke` callbacks (unless not `announce`): shielded as one step, as
+        `record()` is."""
+        with anyio.CancelScope(shield=True):
+            ended = await self.store.revoke_above(targets, at)
+            if announce:
+                await _announce(ended, self._revoke_callbacks, "on_revoke")
+        return ended
 
     async def revoke(
         self, user_id: str, badge: Badge, level: int | None, change: Change

@@ -48,18 +48,9 @@ class JobQueue:
         restarts under load in tests/faults). Writing a job that is queued already is harmless:
         it is the same job, ZADD NX keeps its place, and a job that runs twice records once.
         """
-        now = int(time.time() * 1000)
-        data = serialize_job(JOB_NAME, (job.to_payload(),), {}, None, now, serializer=dumps)
         job_id = self.job_id(job)
         try:
-            with anyio.fail_after(ENQUEUE_TIMEOUT):
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    # No expiry: arq deletes a job's data when it finishes, and data with a
-                    # TTL is what a `volatile-*` Redis evicts first. A job waits for a worker
-                    # however long none runs.
-                    pipe.set(job_key_prefix + job_id, data)
-                    pipe.zadd(self.queue_name, {job_id: now}, nx=True)
-                    _, added = await pipe.execute()
+            added = await self.put(JOB_NAME, job_id, job.to_payload())
         except (OSError, RedisError) as exc:  # TimeoutError is an OSError.
             unreachable = isinstance(exc, OSError | RedisConnectionError | RedisTimeoutError)
             what = f"did not take the job of event {job.event!r} within {ENQUEUE_TIMEOUT:g}s"
@@ -75,6 +66,22 @@ class JobQueue:
         if not added:
             # A call retried with the same event_key while its first job is still queued.
             logger.debug("Job %s of event %r is queued already.", job_id, job.event)
+
+    async def put(self, function: str, job_id: str, payload: dict[str, Any]) -> bool:
+        """Write the job of arq function `function` with id `job_id` and its one argument
+        `payload`, within `ENQUEUE_TIMEOUT`; return whether it was new. Redis's errors are
+        raised as they are."""
+        now = int(time.time() * 1000)
+        data = serialize_job(function, (payload,), {}, None, now, serializer=dumps)
+        with anyio.fail_after(ENQUEUE_TIMEOUT):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                # No expiry: arq deletes a job's data when it finishes, and data with a TTL is
+                # what a `volatile-*` Redis evicts first. A job waits for a worker however
+                # long none runs.
+                pipe.set(job_key_prefix + job_id, data)
+                pipe.zadd(self.queue_name, {job_id: now}, nx=True)
+                _, added = await pipe.execute()
+        return bool(added)
 
     async def _warn_if_evicting(self) -> None:
         """Warn, once, when this Redis may evict queued jobs (the worker refuses to start)."""

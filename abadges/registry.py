@@ -8,16 +8,26 @@ import dataclasses
 import datetime
 import logging
 import types
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import anyio
 import databases
 
 from ._connection import NOT_CONNECTED, Connection
-from ._utils import import_from_string, maybe_await, shorten
+from ._utils import import_from_string, maybe_await, shorten, storable
 from .awarding import AwardCallback, AwardFlow, Outcome, award_key, event_award_key, freeze
 from .awards import Award, AwardChange
+from .backfill import (
+    MAX_CHECKPOINT_LENGTH,
+    BackfillReport,
+    Evaluation,
+    Options,
+    Progress,
+    StateFunction,
+)
+from .backfill import backfill as run_backfill
+from .backfill_jobs import RemoteBatches
 from .base import Badge, BadgeDetail, check_definition
 from .config import Settings, UserLoader
 from .exceptions import (
@@ -33,7 +43,7 @@ from .queue import JobQueue
 from .storage import open_store
 from .storage.base import Change, MigrationStatus, NewAward, Settlement, Store
 from .tables import MAX_BY_LENGTH, MAX_REASON_LENGTH
-from .users import UserRef, identify, identify_known
+from .users import IDENTITY_TYPES, UserRef, identify, identify_known
 
 logger = logging.getLogger("abadges")
 
@@ -454,6 +464,117 @@ class BadgeRegistry:
                 if len(batch) < batch_size:
                     return moved
 
+    # Backfill -----------------------------------------------------------------------------------
+
+    async def backfill(
+        self,
+        users: Iterable[Any] | AsyncIterable[Any],
+        *,
+        slugs: Iterable[str] | None = None,
+        state: StateFunction | None = None,
+        dry_run: bool = False,
+        revoke: bool = False,
+        batch_size: int = 500,
+        concurrency: int = 4,
+        checkpoint: str | None = None,
+        announce: bool = True,
+        deferred: bool = False,
+        progress: Progress | None = None,
+    ) -> BackfillReport:
+        """Evaluate badges for users who exist already, and record what they award, with
+        `source` "backfill"; return a `BackfillReport`. See the backfill page of the docs.
+
+        `users` is an iterable or async iterable of users, or of their identities (loaded by
+        the user loader), read `batch_size` at a time; `concurrency` batches run at once.
+        `slugs` names the badges (default: all, deferred ones included, evaluated here without
+        `freeze()`); `state(user)`, plain or async, gives `award()` more state. `revoke`
+        revokes the levels of badges held once that `award()` no longer gives; `dry_run`
+        writes nothing and reports what would change; `announce=False` calls no callbacks.
+        `checkpoint` names the run: its progress is saved, and the same call after a crash
+        resumes where it stopped (give the same users in the same order). `deferred` sends
+        each batch to the workers as a job (the `redis` queue); `progress(report)` is called
+        after each batch with the running report.
+
+        A badge that raises is counted in `failed`, with the first errors in `errors`; an
+        error of the database ends the run with it, and a re-run records nothing twice.
+        """
+        options = self._backfill_options(slugs, state, dry_run, revoke, announce)
+        for name, value in (("batch_size", batch_size), ("concurrency", concurrency)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"backfill() {name} must be a whole number above 0; got {shorten(value)}."
+                )
+        _check_checkpoint(checkpoint, dry_run)
+        if progress is not None and not callable(progress):
+            raise TypeError(f"backfill() progress must be callable; got {shorten(progress)}.")
+        if isinstance(users, str | bytes | Mapping) or not isinstance(
+            users, Iterable | AsyncIterable
+        ):
+            raise TypeError(
+                "backfill() users must be an iterable or async iterable of users or of their "
+                f"identities; got {shorten(users)}."
+            )
+        with self._call() as connection:
+            async with contextlib.AsyncExitStack() as stack:
+                batch = Evaluation(connection.flow, self._backfill_user, options).batch
+                if deferred:
+                    remote = RemoteBatches(
+                        self._backfill_queue(connection, state), options, self._identify
+                    )
+                    batch = (await stack.enter_async_context(remote)).batch
+                return await run_backfill(
+                    users,
+                    batch,
+                    connection.store,
+                    options,
+                    checkpoint,
+                    batch_size=batch_size,
+                    concurrency=concurrency,
+                    identify=self._identify,
+                    progress=progress,
+                )
+
+    def _backfill_queue(self, connection: Connection, state: StateFunction | None) -> JobQueue:
+        """The queue of a deferred backfill's batches."""
+        if state is not None:
+            raise ValueError(
+                "backfill(deferred=True) cannot send state= to the workers: they load each "
+                "user with the user loader; run it without deferred=True instead."
+            )
+        if connection.queue is None:
+            raise ConfigurationError(
+                "backfill(deferred=True) sends its batches to the workers through Redis: it "
+                'needs the queue setting "redis", not "inline".'
+            )
+        return connection.queue
+
+    def _backfill_options(
+        self,
+        slugs: Iterable[str] | None,
+        state: StateFunction | None,
+        dry_run: bool,
+        revoke: bool,
+        announce: bool,
+    ) -> Options:
+        if slugs is None:
+            chosen = list(self._badges.values())
+        elif isinstance(slugs, str) or not isinstance(slugs, Iterable):
+            raise TypeError(f"backfill() slugs must be a list of slugs; got {shorten(slugs)}.")
+        else:
+            chosen = [self.get_badge(slug) for slug in dict.fromkeys(slugs)]
+        if not chosen:
+            raise ValueError("backfill() has no badge to evaluate: slugs is empty.")
+        if state is not None and not callable(state):
+            raise TypeError(f"backfill() state must be callable; got {shorten(state)}.")
+        return Options(chosen, state, dry_run, revoke, announce)
+
+    async def _backfill_user(self, item: Any) -> tuple[str, Any]:
+        """The identity of an item of a backfill's users, and the user `award()` gets."""
+        if isinstance(item, IDENTITY_TYPES):
+            user_id = self._identify(item)
+            return user_id, await self._load_user(user_id)
+        return identify(item, self.settings.user_id), item
+
     # Helpers ------------------------------------------------------------------------------------
 
     def _call(self) -> contextlib.AbstractContextManager[Connection]:
@@ -499,6 +620,25 @@ class BadgeRegistry:
             yield self
         finally:
             self._overrides = previous
+
+
+def _check_checkpoint(checkpoint: object, dry_run: bool) -> None:
+    if checkpoint is None:
+        return
+    if (
+        not isinstance(checkpoint, str)
+        or not 1 <= len(checkpoint) <= MAX_CHECKPOINT_LENGTH
+        or not storable(checkpoint)
+    ):
+        raise ValueError(
+            f"backfill() checkpoint must be None or a name of 1 to {MAX_CHECKPOINT_LENGTH} "
+            f"characters; got {shorten(checkpoint)}."
+        )
+    if dry_run:
+        raise ValueError(
+            "backfill() checkpoint and dry_run go apart: a dry run writes nothing, "
+            "checkpoints included."
+        )
 
 
 def _check_page(call: str, limit: object, offset: object) -> None:

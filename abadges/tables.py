@@ -10,7 +10,7 @@ from sqlalchemy.dialects import mysql
 from .base import MAX_SLUG_LENGTH
 from .users import MAX_USER_ID_LENGTH
 
-__all__ = ["awards", "history", "metadata"]
+__all__ = ["awards", "backfills", "history", "metadata"]
 
 #: Length of the key that tells the awards of a `multiple` badge apart (a UUID in hex).
 AWARD_KEY_LENGTH = 64
@@ -19,6 +19,9 @@ MAX_BY_LENGTH = 255
 MAX_REASON_LENGTH = 1000
 #: Length of the `source` and `action` columns ("deferred", "replaced").
 WORD_LENGTH = 16
+#: Longest name of a backfill's checkpoint, and of the options it records.
+MAX_CHECKPOINT_LENGTH = 255
+MAX_OPTIONS_LENGTH = 4000
 
 metadata = sa.MetaData()
 """The SQLAlchemy `MetaData` of abadges' tables: what an app's Alembic leaves alone (see
@@ -98,3 +101,22 @@ history = sa.Table(
 )
 """The history: one row per change of what a user holds, written in the transaction of the
 change."""
+
+
+backfills = sa.Table(
+    "abadges_backfills",
+    metadata,
+    # The `checkpoint` name a backfill was given.
+    sa.Column("name", _text(MAX_CHECKPOINT_LENGTH), primary_key=True),
+    # The badges and options of the run, which a resumed run must repeat.
+    sa.Column("options", sa.String(MAX_OPTIONS_LENGTH), nullable=False),
+    # How many users, from the start, every batch of which has been written; and the last of
+    # them, which a resumed run checks its users against.
+    sa.Column("position", sa.BigInteger(), nullable=False),
+    sa.Column("last_user_id", _text(MAX_USER_ID_LENGTH), nullable=True),
+    sa.Column("updated_at", _datetime(), nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+"""The checkpoints of backfills: where a run stopped, so that running it again resumes there.
+A row is deleted when its run ends."""

@@ -39,6 +39,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import badges
 from ._full_redis import HEALTH_PREFIX, adopt
 from ._utils import import_module, obscure
+from .backfill import error_text
+from .backfill_jobs import BACKFILL_JOB, BatchJob, push_result, run_batch
 from .config import Settings as AbadgesSettings
 from .exceptions import BadgeErrorGroup, BadgeNotRegisteredError, ConfigurationError, is_transient
 from .jobs import EXPIRY_JOB, JOB_NAME, dumps, loads
@@ -74,6 +76,8 @@ HEALTH_INTERVAL = 5
 """Seconds between two refreshes of a worker's health key (see `live_workers()`). The key lives
 three intervals unless refreshed: a worker that died, or whose event loop has been stuck that
 long (15 s by default), is no longer live."""
+BACKFILL_TIMEOUT = 300
+"""Seconds a backfill batch job may run: a batch evaluates hundreds of users."""
 LOGGED = 10
 """At most how many failed badges of one job the worker logs one by one."""
 #: The keys of the registry and of the heartbeat task in arq's `ctx`.
@@ -123,7 +127,10 @@ def worker_settings(registry: BadgeRegistry | None = None, **overrides: Any) -> 
             await stop(owner, ctx)
 
     return {
-        "functions": [func(award, name=JOB_NAME)],
+        "functions": [
+            func(award, name=JOB_NAME),
+            func(backfill, name=BACKFILL_JOB, timeout=BACKFILL_TIMEOUT),
+        ],
         "cron_jobs": periodic,
         "queue_name": settings.queue_name,
         "redis_settings": redis_settings(settings.redis_url),
@@ -373,6 +380,30 @@ async def award(ctx: dict[str, Any], payload: object) -> int:
         why = "names a badge this worker does not register (deploy skew: update the workers)"
         raise _retry(job_id, job_try, skew, why)
     return len(failures.recorded)
+
+
+async def backfill(ctx: dict[str, Any], payload: object) -> int:
+    """The `abadges.backfill` job: a batch of a deferred backfill (`abadges.backfill_jobs`).
+
+    Runs the batch's backfill here and pushes its report for the run waiting, then returns how
+    many awards it granted. Connection errors, faults of the deployment and badges this worker
+    does not register are retried with backoff, as `award` retries them; on the last try, or on
+    any other error, the error is pushed instead, and the run that waits raises it."""
+    registry: BadgeRegistry = ctx[REGISTRY]
+    job_id, job_try = ctx["job_id"], ctx["job_try"]
+    job = BatchJob.from_payload(payload)  # An invalid job is dropped: no run can wait for it.
+    key = job.result_key(registry.settings.queue_name)
+    try:
+        report = await run_batch(registry, job)
+    except Exception as exc:
+        retried = is_transient(exc) or isinstance(exc, ConfigurationError | BadgeNotRegisteredError)
+        if retried and job_try < MAX_TRIES:
+            raise _retry(job_id, job_try, exc, "could not run its backfill batch") from exc
+        await push_result(ctx["redis"], key, {"error": error_text(exc)})
+        raise
+    await push_result(ctx["redis"], key, {"report": report})
+    granted: int = report["granted"]
+    return granted
 
 
 async def expire(ctx: dict[str, Any]) -> int:

@@ -132,13 +132,18 @@ async def migrate_at_once(registries: list[BadgeRegistry]) -> None:
 
 async def test_migrate_creates_the_schema_of_tables_py(empty_url: str) -> None:
     async with connected(empty_url).lifespan() as registry:
-        assert await registry.migration_status() == MigrationStatus(current=None, head="0004")
+        assert await registry.migration_status() == MigrationStatus(current=None, head="0005")
         await registry.migrate()
         status = await registry.migration_status()
-        assert (status.current, status.is_current) == ("0004", True)
+        assert (status.current, status.is_current) == ("0005", True)
         [award] = await registry.possibly_award_badge("ranked", user="ana", level=2)
         assert await registry.awards_for("ana") == [award]
-    assert await tables(empty_url) == {"abadges_awards", "abadges_history", VERSION_TABLE}
+    assert await tables(empty_url) == {
+        "abadges_awards",
+        "abadges_history",
+        "abadges_backfills",
+        VERSION_TABLE,
+    }
     assert await schema_differences(empty_url) == []
 
 
@@ -157,12 +162,12 @@ async def test_a_first_wave_database_upgrades_in_place(empty_url: str) -> None:
             values = {"user_id": user, "slug": slug, "level": level, "award_key": key}
             await database.execute(FIRST_WAVE.insert().values(awarded_at=at, **values))
     async with connected(empty_url).lifespan() as registry:
-        assert await registry.migration_status() == MigrationStatus(current=None, head="0004")
+        assert await registry.migration_status() == MigrationStatus(current=None, head="0005")
     assert await tables(empty_url) == {"abadges_awards"}
 
     async with connected(empty_url).lifespan() as registry:
         await registry.migrate()
-        assert await registry.migration_status() == MigrationStatus(current="0004", head="0004")
+        assert await registry.migration_status() == MigrationStatus(current="0005", head="0005")
         found = {
             user: [(a.slug, a.level, a.awarded_at) for a in await registry.awards_for(user)]
             for user in ("ana", "bo")
@@ -181,7 +186,12 @@ async def test_a_first_wave_database_upgrades_in_place(empty_url: str) -> None:
         assert await registry.possibly_award_badge("ranked", user="ana", level=1) == []
         [new] = await registry.possibly_award_badge("ranked", user="ana", level=2)
         assert new.id > len(rows)
-    assert await tables(empty_url) == {"abadges_awards", "abadges_history", VERSION_TABLE}
+    assert await tables(empty_url) == {
+        "abadges_awards",
+        "abadges_history",
+        "abadges_backfills",
+        VERSION_TABLE,
+    }
     assert await schema_differences(empty_url) == []
 
 
@@ -262,6 +272,7 @@ async def test_a_first_wave_table_missing_an_index_gets_it(empty_url: str) -> No
     # What the later revisions add, and the index that the first one finds missing.
     assert differences == {
         ("add_table", "abadges_history"),
+        ("add_table", "abadges_backfills"),
         *[("add_index", f"abadges_history_{i}") for i in ("user", "badge")],
         *[
             ("add_column", c)
@@ -307,7 +318,7 @@ async def test_downgrade_to_base_removes_the_table(empty_url: str) -> None:
         await engine.dispose()
     assert await tables(empty_url) == {VERSION_TABLE}
     async with connected(empty_url).lifespan() as registry:
-        assert await registry.migration_status() == MigrationStatus(current=None, head="0004")
+        assert await registry.migration_status() == MigrationStatus(current=None, head="0005")
 
 
 @pytest.mark.parametrize(

@@ -156,7 +156,7 @@ async def test_create_tables_is_idempotent(populated: BadgeRegistry) -> None:
 
 
 def test_metadata_describes_the_awards_table() -> None:
-    assert list(metadata.tables) == ["abadges_awards", "abadges_history"]
+    assert list(metadata.tables) == ["abadges_awards", "abadges_history", "abadges_backfills"]
     assert [c.name for c in awards.columns] == [
         "id",
         "user_id",

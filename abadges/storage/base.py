@@ -16,7 +16,7 @@ from databases.interfaces import Record
 from ..awards import Action, Award, AwardChange, Source
 from ..base import BadgeDetail
 from ..exceptions import AbadgesError, ConfigurationError, SchemaError
-from ..tables import awards, history
+from ..tables import awards, backfills, history
 from ._databases import new_connection
 from ._migrations import current as current_revision
 from ._migrations import head as head_revision
@@ -70,6 +70,55 @@ class Settlement:
     def level(self) -> int:
         """The level given: 0 for none."""
         return 0 if self.new is None else self.new.level
+
+    def plan(self, rows: Sequence[Award]) -> tuple[list[tuple[Action, Award]], bool, int]:
+        """What this settlement does to `rows`, the user's awards of the badge not revoked:
+        the awards it ends, each with the history's action; whether `new` is recorded; and
+        the top level, which `replace_lower` keeps."""
+        ended: list[tuple[Action, Award]] = []
+        held: list[Award] = []
+        for award in rows:
+            if award.expires_at is not None and award.expires_at <= self.at:
+                ended.append(("expired", award))
+            elif self.revoke_above and award.level > self.level:
+                ended.append(("revoked", award))
+            else:
+                held.append(award)
+        levels = {award.level for award in held}
+        top = max(levels | {self.level})
+        if self.replace_lower:
+            ended += [("replaced", award) for award in held if award.level < top]
+        # A level held already is kept; with replace_lower, a level below one held is not
+        # recorded.
+        records = (
+            self.new is not None
+            and self.new.level not in levels
+            and (self.new.level == top or not self.replace_lower)
+        )
+        return ended, records, top
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredAward:
+    """A row of the awards table: its award, its award key, and whether it is revoked."""
+
+    award: Award
+    award_key: str
+    revoked: bool
+
+    def expired(self, now: datetime.datetime) -> bool:
+        return self.award.expires_at is not None and self.award.expires_at <= now
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """Where a backfill run stands: `position` users from the start are written, the last of
+    them `last_user_id`; `options` are the run's badges and options, as text."""
+
+    name: str
+    options: str
+    position: int
+    last_user_id: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,33 +325,16 @@ class Store(abc.ABC):
     async def _settle(
         self, connection: databases.core.Connection, settlement: Settlement
     ) -> Written:
-        user_id, slug, new, at = settlement.user_id, settlement.slug, settlement.new, settlement.at
-        written = Written()
+        user_id, slug, new = settlement.user_id, settlement.slug, settlement.new
         async with self.transaction(connection):
             await self.lock(connection, user_id, slug)
             query = awards.select().where(
                 awards.c.user_id == user_id, awards.c.slug == slug, awards.c.revoked_at.is_(None)
             )
             rows = await connection.fetch_all(query.order_by(awards.c.id).with_for_update())
-            held: list[Award] = []
-            for award in map(self.award, rows):
-                if award.expires_at is not None and award.expires_at <= at:
-                    written.ended.append(("expired", award))
-                elif settlement.revoke_above and award.level > settlement.level:
-                    written.ended.append(("revoked", award))
-                else:
-                    held.append(award)
-            levels = {award.level for award in held}
-            top = max(levels | {settlement.level})
-            if settlement.replace_lower:
-                written.ended += [("replaced", award) for award in held if award.level < top]
-            # A level held already is kept; with replace_lower, a level below one held is not
-            # recorded.
-            if (
-                new is not None
-                and new.level not in levels
-                and (new.level == top or not settlement.replace_lower)
-            ):
+            ended, records, top = settlement.plan([self.award(row) for row in rows])
+            written = Written(ended=ended)
+            if new is not None and records:
                 new_id = await self.insert_row(connection, self.row_values(new))
                 written.recorded.append(self.recorded(new, new_id))
             if written.ended:
@@ -469,6 +501,98 @@ class Store(abc.ABC):
             )
         return ended
 
+    # Backfills ------------------------------------------------------------------------------------
+
+    async def awards_of(self, pairs: Sequence[tuple[str, str]]) -> list[StoredAward]:
+        """Every award row of each (user_id, slug) of `pairs`, revoked and expired ones
+        included: what a dry run of a backfill plans on."""
+        found: list[StoredAward] = []
+        async with self.connection() as connection:
+            with self.translating_errors():
+                for start in range(0, len(pairs), KEYS_PER_QUERY):
+                    chunk = pairs[start : start + KEYS_PER_QUERY]
+                    query = awards.select().where(
+                        sa.tuple_(awards.c.user_id, awards.c.slug).in_(chunk)
+                    )
+                    found += [
+                        StoredAward(
+                            self.award(row), text(row["award_key"]), row["revoked_at"] is not None
+                        )
+                        for row in await connection.fetch_all(query.order_by(awards.c.id))
+                    ]
+        return found
+
+    async def revoke_above(
+        self, targets: Sequence[tuple[str, str, int]], at: datetime.datetime
+    ) -> list[Award]:
+        """For each (user_id, slug, level) of `targets`, end the user's held awards of that
+        badge above `level` (0: all), a badge held once, as "revoked" by a backfill, with their
+        history rows, all in one transaction; return them."""
+        async with self.connection() as connection:
+            with self.translating_errors():
+                return await self._revoke_above(connection, targets, at)
+
+    async def _revoke_above(
+        self,
+        connection: databases.core.Connection,
+        targets: Sequence[tuple[str, str, int]],
+        at: datetime.datetime,
+    ) -> list[Award]:
+        kept = {(user_id, slug): level for user_id, slug, level in targets}
+        pairs = list(kept)
+        ended: list[Award] = []
+        async with self.transaction(connection):
+            for start in range(0, len(pairs), KEYS_PER_QUERY):
+                where = (
+                    sa.tuple_(awards.c.user_id, awards.c.slug).in_(
+                        pairs[start : start + KEYS_PER_QUERY]
+                    ),
+                    self.held(),
+                )
+                query = awards.select().where(*where).order_by(awards.c.id).with_for_update()
+                for award in map(self.award, await connection.fetch_all(query)):
+                    if award.level > kept[award.user_id, award.slug]:
+                        ended.append(award)
+            if ended:
+                ids = [award.id for award in ended]
+                await connection.execute(awards.delete().where(awards.c.id.in_(ids)))
+                rows = [
+                    Change(self.stored(at), None, backfill_reason(kept[a.user_id, a.slug])).row(
+                        a, "revoked"
+                    )
+                    for a in ended
+                ]
+                await connection.execute_many(history.insert(), rows)
+        return ended
+
+    async def checkpoint(self, name: str) -> Checkpoint | None:
+        """The checkpoint of the backfill named `name`, if one is saved."""
+        query = backfills.select().where(backfills.c.name == name)
+        async with self.connection() as connection:
+            with self.translating_errors():
+                row = await connection.fetch_one(query)
+        if row is None:
+            return None
+        last = row["last_user_id"]
+        return Checkpoint(name, row["options"], int(row["position"]), optional_text(last))
+
+    async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Save `checkpoint`, in place of the one of the same name."""
+        values = dataclasses.asdict(checkpoint) | {"updated_at": self.stored(self.now())}
+        async with self.connection() as connection:
+            with self.translating_errors():
+                async with self.transaction(connection):
+                    await connection.execute(
+                        backfills.delete().where(backfills.c.name == checkpoint.name)
+                    )
+                    await connection.execute(backfills.insert().values(values))
+
+    async def delete_checkpoint(self, name: str) -> None:
+        """Delete the checkpoint named `name`: its run has ended."""
+        async with self.connection() as connection:
+            with self.translating_errors():
+                await connection.execute(backfills.delete().where(backfills.c.name == name))
+
     def transaction(
         self, connection: databases.core.Connection
     ) -> contextlib.AbstractAsyncContextManager[object]:
@@ -571,6 +695,12 @@ class Store(abc.ABC):
             Change(self.stored(a.awarded_at), a.granted_by, a.reason).row(a, "granted")
             for a in recorded
         ]
+
+
+def backfill_reason(level: int) -> str:
+    """The history's reason for an award that a backfill revoked, keeping `level` (0: none)."""
+    gives = f"level {level}" if level else "no level"
+    return f"Backfill: award() now gives {gives}."
 
 
 def ordered(new_awards: Sequence[NewAward]) -> list[NewAward]:

@@ -104,6 +104,15 @@ class MySQLStore(Store):
                     lambda: self._revoke(connection, user_id, slug, level, change, keep_keys)
                 )
 
+    async def revoke_above(
+        self, targets: Sequence[tuple[str, str, int]], at: datetime.datetime
+    ) -> list[Award]:
+        async with self.connection() as connection:
+            with self.translating_errors():
+                return await _retrying_deadlocks(
+                    lambda: self._revoke_above(connection, targets, at)
+                )
+
     async def settle(self, settlement: Settlement) -> Written:
         # GET_LOCK's lock belongs to the session, not to the transaction: taken around it,
         # and released once it has ended, committed or not.
