@@ -11,6 +11,7 @@ reached), 2 on a usage error. See docs/cli.md.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import sys
@@ -28,8 +29,19 @@ from rich.text import Text
 
 # The public names only (and one private helper of the package), so that the modules behind
 # them can move without touching the command.
-from . import AbadgesError, Award, Badge, BadgeRegistry, ConfigurationError, __version__, badges
-from ._utils import describe, import_module, obscure
+from . import (
+    AbadgesError,
+    Award,
+    BackfillReport,
+    Badge,
+    BadgeRegistry,
+    ConfigurationError,
+    __version__,
+    badges,
+)
+from ._progress import BackfillProgress
+from ._utils import describe, import_from_string, import_module, obscure
+from .backfill import error_text
 from .redis_url import redis_client
 
 #: Seconds the database may take to accept a connection before it counts as unreachable.
@@ -216,6 +228,140 @@ def expire(batch_size: int, as_json: bool) -> None:
         print_json({"expired": moved})
         return
     click.echo(f"Moved {moved} expired award{'' if moved == 1 else 's'} to the history.")
+
+
+@main.command()
+@click.option(
+    "--users",
+    "users_function",
+    required=True,
+    metavar="MODULE:FUNCTION",
+    help="A function giving the users: an iterable or async iterable, of users or of ids.",
+)
+@click.option("--badge", "slugs", multiple=True, metavar="SLUG", help="Only this badge; repeat.")
+@click.option("--dry-run", is_flag=True, help="Write nothing; report what would change.")
+@click.option("--revoke", is_flag=True, help="Revoke the levels award() no longer gives.")
+@click.option("--checkpoint", metavar="NAME", help="Save progress under NAME, to resume.")
+@click.option("--deferred", is_flag=True, help="Send the batches to the running workers.")
+@click.option("--no-announce", is_flag=True, help="Call no on_award/on_revoke callbacks.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Users per batch.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Batches at once.",
+)
+@click.option("--total", type=click.IntRange(min=0), help="How many users, for the ETA.")
+@json_option
+def backfill(
+    users_function: str,
+    slugs: tuple[str, ...],
+    dry_run: bool,
+    revoke: bool,
+    checkpoint: str | None,
+    deferred: bool,
+    no_announce: bool,
+    batch_size: int,
+    concurrency: int,
+    total: int | None,
+    as_json: bool,
+) -> None:
+    """Award badges to the users a site has already.
+
+    Evaluates the badges (every one, or each --badge) for each user that MODULE:FUNCTION
+    gives, called once connected, and records what they award, with source "backfill". A
+    progress bar on a terminal, a line a second in a pipe, then the report. Ctrl-C stops: the
+    batches written stay, and with --checkpoint the same command resumes after them. Exit
+    status 1 when a badge failed for a user.
+    """
+    progress = BackfillProgress(total, quiet=as_json)
+    options = {
+        "slugs": slugs or None,
+        "dry_run": dry_run,
+        "revoke": revoke,
+        "checkpoint": checkpoint,
+        "announce": not no_announce,
+        "batch_size": batch_size,
+        "concurrency": concurrency,
+        "progress": progress.update,
+    }
+    try:
+        with progress:
+            report = run(
+                lambda registry: backfill_users(registry, users_function, deferred, options)
+            )
+    except KeyboardInterrupt:
+        done = f"Stopped after {progress.report.users:,} users"
+        if checkpoint is None:
+            click.echo(
+                f"{done}; the awards written stay. Run again to go on (nothing is recorded "
+                "twice), with --checkpoint NAME to resume where a run stopped.",
+                err=True,
+            )
+        else:
+            click.echo(
+                f"{done}; checkpoint {checkpoint!r} keeps the batches written: run the same "
+                "command again to resume after them.",
+                err=True,
+            )
+        raise SystemExit(130) from None
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        print_report(report)
+    if report.failed:
+        raise SystemExit(1)
+
+
+async def backfill_users(
+    registry: BadgeRegistry, spec: str, deferred: bool, options: dict[str, Any]
+) -> BackfillReport:
+    """Call the --users function, check that workers run for --deferred, and backfill."""
+    function = import_from_string(spec, "--users")
+    if not callable(function):
+        raise click.ClickException(f"--users {spec!r} names {function!r}, which is not callable.")
+    users = function()
+    if inspect.isawaitable(users):
+        users = await users
+    if deferred:
+        # Imported here: abadges.worker builds the worker's settings when it is imported.
+        from .worker import live_workers
+
+        queue_name = registry.settings.queue_name
+        if not await live_workers(registry.settings.redis_url, queue_name, anywhere=True):
+            raise click.ClickException(
+                f"--deferred sends the batches to the workers of queue {queue_name!r}, and "
+                "none is live: start `arq abadges.worker.WorkerSettings`, or run without "
+                "--deferred."
+            )
+    return await registry.backfill(users, deferred=deferred, **options)
+
+
+def print_report(report: BackfillReport) -> None:
+    columns = ("badge", "evaluations", "granted", "revoked", "failed")
+    rows = [
+        (slug, c.evaluations, c.granted, c.revoked, c.failed) for slug, c in report.badges.items()
+    ]
+    print_table(columns, rows)
+    what = "would be " if report.dry_run else ""
+    click.echo(
+        f"{report.users:,} users, {report.evaluations:,} evaluations in {report.seconds:.1f}s: "
+        f"{report.granted:,} {what}granted, {report.revoked:,} {what}revoked, "
+        f"{report.failed:,} failed."
+        + (f" {report.resumed:,} users done before were skipped." if report.resumed else "")
+        + (" Dry run: nothing was written." if report.dry_run else "")
+    )
+    if report.errors:
+        click.echo(f"The first {len(report.errors)} errors:")
+        for error in report.errors:
+            click.echo(f"  {error_text(error)}")
 
 
 @main.command("history")

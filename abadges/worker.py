@@ -274,25 +274,34 @@ async def _beat(redis: Any, queue_name: str, interval: float) -> None:
 
 
 async def live_workers(
-    redis_url: str, queue_name: str, host: str | None = None, pid: int | None = None
+    redis_url: str,
+    queue_name: str,
+    host: str | None = None,
+    pid: int | None = None,
+    *,
+    anywhere: bool = False,
 ) -> list[dict[str, Any]]:
     """The worker processes of `queue_name` whose health key is fresh, on `host` (default: this
-    host) and with process id `pid` (default: any): each as the JSON its heartbeat wrote
-    (`pid`, `host`, `queue`, `started` and `at`, Unix times). `abadges worker check` is this.
+    host; with `anywhere`, every host) and with process id `pid` (default: any): each as the
+    JSON its heartbeat wrote (`pid`, `host`, `queue`, `started` and `at`, Unix times).
+    `abadges worker check` is this.
     """
     client = redis_client(redis_url, socket_connect_timeout=2, socket_timeout=2)
     try:
         if pid is not None:
             keys = [health_key(queue_name, host, pid)]
+        elif anywhere:
+            pattern = _glob_escape(f"{HEALTH_PREFIX}{queue_name}:") + "*"
+            keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
         else:
             pattern = _glob_escape(health_key(queue_name, host, 0)[:-1]) + "*"
             keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
         values = await client.mget(keys) if keys else []
     finally:
         await client.aclose()
-    return sorted(
-        (json.loads(value) for value in values if value is not None), key=lambda w: w["pid"]
-    )
+    found = (json.loads(value) for value in values if value is not None)
+    # A queue named "q:x" has keys under "q:" too: keep those of this queue.
+    return sorted((w for w in found if w["queue"] == queue_name), key=lambda w: w["pid"])
 
 
 def _glob_escape(text: str) -> str:
