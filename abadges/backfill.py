@@ -412,10 +412,9 @@ async def run(
                 if pending:
                     await send.send((index, pending))
     except ExceptionGroup as group:
-        # One error is raised as it is: the first batch that failed stopped the others.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+        # The first batch that failed stopped the others; batches that failed at the same time
+        # met the same fault (a database gone): the first error is raised as it is.
+        raise group.exceptions[0] from None
     report.seconds = time.monotonic() - started
     return report
 

@@ -4,7 +4,8 @@
 (a redis-server from an installed binary unless `ABADGES_REDIS_URL` is set; the app under
 uvicorn; an `arq abadges.worker.Settings` worker), plays a short scenario that earns inline and
 deferred badges, grants and revokes one as a moderator would, prints what was awarded and the
-history, and stops everything it started. The awards go to a
+history, backfills the badges of users imported from an older site with `abadges backfill`,
+and stops everything it started. The awards go to a
 fresh SQLite file in a temporary directory, unless `ABADGES_DATABASE_URL` names a database.
 """
 
@@ -14,6 +15,7 @@ import contextlib
 import dataclasses
 import datetime
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -35,6 +37,7 @@ from abadges.testing import RedisServer, free_port
 from . import store
 
 ROOT = Path(__file__).resolve().parents[1]
+ABADGES = str(Path(sys.executable).parent / "abadges")
 START_TIMEOUT = 30
 WORKER_TIMEOUT = 60
 FIRST_DAY = datetime.date(2024, 5, 1)
@@ -53,6 +56,7 @@ class Demo:
     redis_url: str
     queue_name: str
     stop_worker: Callable[[], Awaitable[None]]
+    env: dict[str, str]
 
 
 @contextlib.asynccontextmanager
@@ -108,6 +112,7 @@ async def run_services(directory: Path) -> AsyncIterator[Demo]:
             redis_url,
             queue_name,
             functools.partial(stop, processes["worker"], "worker", directory / "worker.log"),
+            env,
         )
 
 
@@ -168,6 +173,31 @@ async def play(demo: Demo) -> None:
         print(f"  {change['action']:<8}{change['name']:<10}{change['source']}{by}{reason}")
     page = await client.get("/users/cy")
     print(f"GET /users/cy serves it as cy's HTML page: {page.status_code}.")
+
+    await backfill(demo)
+
+
+async def backfill(demo: Demo) -> None:
+    """Users imported from an older site hold no badge: a backfill gives them theirs."""
+    print("\nUsers imported from an older site, with points but no badge yet:")
+    async with badges.lifespan():
+        for user, points in (("dan", 12000), ("eve", 6000)):
+            await store.add_points(user, points)
+            print(f"  {user}: {points:,} points")
+    command = ["backfill", "--users", "examples.backfill:users", "--badge", "points"]
+    print(f"  abadges {' '.join(command)} [--dry-run]:")
+    for flags in (["--dry-run"], []):
+        result = await anyio.run_process(
+            [ABADGES, *command, *flags, "--json"], cwd=ROOT, env=demo.env
+        )
+        report = json.loads(result.stdout)
+        what = "a dry run" if flags else "the run"
+        would = "would be " if flags else ""
+        print(f"    {what}: {report['users']} users, {report['granted']} {would}granted")
+    for user in ("dan", "eve"):
+        held = (await get(demo.client, f"/users/{user}/badges"))["awards"]
+        names = ", ".join(f"{award['name']} ({award['source']})" for award in held)
+        print(f"  {user}: {names}")
 
 
 async def post(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> Any:

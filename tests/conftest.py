@@ -23,7 +23,7 @@ import redis.asyncio
 import sqlalchemy as sa
 
 from abadges import BadgeRegistry
-from abadges.tables import awards, history
+from abadges.tables import awards, backfills, history
 from abadges.testing import RedisServer
 from tests.support import IN_CI, Rows, answers
 
@@ -117,6 +117,7 @@ async def registry(
         await registry.create_tables()
         await registry.database.execute(awards.delete())
         await registry.database.execute(history.delete())
+        await registry.database.execute(backfills.delete())
         yield registry
 
 

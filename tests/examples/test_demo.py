@@ -50,6 +50,15 @@ What changed for cy, newest first (GET /users/cy/history):
   granted Addict    manual by mod:7: Missed 2024-05-15: the site was down
   granted This week event
 GET /users/cy serves it as cy's HTML page: 200.
+
+Users imported from an older site, with points but no badge yet:
+  dan: 12,000 points
+  eve: 6,000 points
+  abadges backfill --users examples.backfill:users --badge points [--dry-run]:
+    a dry run: 3 users, 2 would be granted
+    the run: 3 users, 2 granted
+  dan: Gold (backfill)
+  eve: Bronze (backfill)
 """
 
 
