@@ -20,6 +20,7 @@ a batch is given to it (`Evaluation.batch` in this process, or a worker's job: s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -403,14 +404,17 @@ async def run(
                 for _ in range(concurrency):
                     group.start_soon(work, receive.clone())
                 receive.close()
-                index, pending = 0, []
-                async for item in items:
-                    pending.append(item)
-                    if len(pending) == batch_size:
+                # Broken: every worker has ended, by the error that the task group raises;
+                # reading more users would only add this one to it.
+                with contextlib.suppress(anyio.BrokenResourceError):
+                    index, pending = 0, []
+                    async for item in items:
+                        pending.append(item)
+                        if len(pending) == batch_size:
+                            await send.send((index, pending))
+                            index, pending = index + 1, []
+                    if pending:
                         await send.send((index, pending))
-                        index, pending = index + 1, []
-                if pending:
-                    await send.send((index, pending))
     except ExceptionGroup as group:
         # The first batch that failed stopped the others; batches that failed at the same time
         # met the same fault (a database gone): the first error is raised as it is.

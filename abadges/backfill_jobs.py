@@ -8,7 +8,9 @@ Each batch becomes one job named `abadges.backfill`, whose single argument is a 
 The worker runs it as a backfill of those users in the worker's process (`run_batch()`), and
 pushes its report, or the error that ended it, to the list `<queue>:abadges.backfill:<run>:<batch>`,
 where the run that sent it waits for it. A worker killed mid-batch leaves the job in the
-queue: arq runs it again, and its writes record nothing twice.
+queue: arq runs it again, and its writes record nothing twice. A job that ends without a result
+(arq cancelled it at the worker's `job_timeout`, or it ran out of tries) ends the run with a
+`BackfillJobError`, as a job that failed does.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
+
+from arq.constants import job_key_prefix
 
 from ._utils import shorten
 from .backfill import BackfillJobError, BackfillReport, BadgeCounts, BatchResult, Options
@@ -164,7 +168,7 @@ class RemoteBatches:
         if users:
             queue_name = self._queue.queue_name
             await self._queue.put(BACKFILL_JOB, job.job_id(queue_name), payload)
-            result = await self._wait(job.result_key(queue_name), job.batch)
+            result = await self._wait(job.result_key(queue_name), job.job_id(queue_name), job.batch)
             if "error" in result:
                 raise BackfillJobError(
                     f"A worker could not run batch {job.batch} of the backfill (users "
@@ -173,13 +177,23 @@ class RemoteBatches:
             report.add(BackfillReport.from_dict(result["report"]))
         return report, last
 
-    async def _wait(self, key: str, batch: int) -> dict[str, Any]:
+    async def _wait(self, key: str, job_id: str, batch: int) -> dict[str, Any]:
         started = noticed = time.monotonic()
         while True:
-            found: list[bytes] | None = await self._redis.blpop([key], timeout=POLL)  # type: ignore[misc]
+            # arq deletes a job once it has ended, after the worker pushed its result: a job
+            # gone before this BLPOP has its result in the list, or none is coming (arq
+            # cancelled it at its timeout, or it ran out of tries, or was not a valid job).
+            ended = not await self._redis.exists(job_key_prefix + job_id)
+            timeout = 1 if ended else POLL
+            found: list[bytes] | None = await self._redis.blpop([key], timeout=timeout)  # type: ignore[misc]
             if found is not None:
                 result: dict[str, Any] = loads(found[1])
                 return result
+            if ended:
+                return {
+                    "error": "its job ended without a report: it ran past the worker's "
+                    "job_timeout, or out of tries (see the worker's log)."
+                }
             if time.monotonic() - noticed >= WAITING_NOTICE:
                 noticed = time.monotonic()
                 logger.warning(

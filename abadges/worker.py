@@ -76,8 +76,6 @@ HEALTH_INTERVAL = 5
 """Seconds between two refreshes of a worker's health key (see `live_workers()`). The key lives
 three intervals unless refreshed: a worker that died, or whose event loop has been stuck that
 long (15 s by default), is no longer live."""
-BACKFILL_TIMEOUT = 300
-"""Seconds a backfill batch job may run: a batch evaluates hundreds of users."""
 LOGGED = 10
 """At most how many failed badges of one job the worker logs one by one."""
 #: The keys of the registry and of the heartbeat task in arq's `ctx`.
@@ -129,7 +127,11 @@ def worker_settings(registry: BadgeRegistry | None = None, **overrides: Any) -> 
     return {
         "functions": [
             func(award, name=JOB_NAME),
-            func(backfill, name=BACKFILL_JOB, timeout=BACKFILL_TIMEOUT),
+            # No timeout of its own: arq keeps the in-progress key of every job for the
+            # largest timeout of its functions + 10 s, so a longer one here would delay the
+            # re-run of every job a killed worker held, award jobs included. A backfill batch
+            # is to finish within job_timeout (give a smaller batch_size).
+            func(backfill, name=BACKFILL_JOB),
         ],
         "cron_jobs": periodic,
         "queue_name": settings.queue_name,
