@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from .awards import Award, AwardChange
-from .backfill import BackfillJobError, BackfillReport, BadgeCounts, CheckpointError
+from .backfill import BackfillReport, BadgeCounts
 from .base import Badge, BadgeAwarded, BadgeDetail
 from .config import Settings
 from .exceptions import (
     AbadgesError,
+    BackfillJobError,
     BadgeAlreadyRegisteredError,
     BadgeDefinitionError,
     BadgeErrorGroup,
     BadgeNotRegisteredError,
+    CheckpointError,
     ConfigurationError,
     InvalidAwardError,
     InvalidJobError,

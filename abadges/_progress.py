@@ -31,7 +31,7 @@ class BackfillProgress:
 
     def __init__(self, total: int | None, quiet: bool, console: Console | None = None) -> None:
         self.report = BackfillReport()
-        self._total = total
+        self.total = total
         self._quiet = quiet
         self._console = console or Console(stderr=True)
         self._bar: Progress | None = None
@@ -43,7 +43,7 @@ class BackfillProgress:
             self._bar = Progress(
                 TextColumn("[bold]backfill"),
                 BarColumn(),
-                MofNCompleteColumn() if self._total is not None else TextColumn("{task.completed}"),
+                MofNCompleteColumn() if self.total is not None else TextColumn("{task.completed}"),
                 TextColumn("users"),
                 TextColumn("{task.fields[speed]} users/s"),
                 TextColumn("[green]{task.fields[granted]} granted"),
@@ -55,7 +55,7 @@ class BackfillProgress:
             )
             self._bar.start()
             self._task = self._bar.add_task(
-                "backfill", total=self._total, speed="-", granted=0, others=""
+                "backfill", total=self.total, speed="-", granted=0, others=""
             )
         return self
 
@@ -70,12 +70,18 @@ class BackfillProgress:
         elif not self._quiet and self.report.users:
             self._line()  # The last counts, whenever the previous line was.
 
+    def set_total(self, total: int) -> None:
+        """The number of users, once known (the users function gave a sized result)."""
+        self.total = total
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, total=total)
+
     def update(self, report: BackfillReport) -> None:
         self.report = report
         if self._bar is not None and self._task is not None:
             self._bar.update(
                 self._task,
-                completed=report.users,
+                completed=_done(report),
                 speed=f"{_speed(report):,.0f}",
                 granted=f"{report.granted:,}",
                 others=_others(report),
@@ -86,13 +92,19 @@ class BackfillProgress:
     def _line(self) -> None:
         self._line_at = time.monotonic()
         report = self.report
-        of = "" if self._total is None else f" of {self._total:,}"
+        of = "" if self.total is None else f" of {self.total:,}"
         others = _others(report)
+        would = "would be " if report.dry_run else ""
         click.echo(
-            f"backfill: {report.users:,}{of} users, {_speed(report):,.0f} users/s, "
-            f"{report.granted:,} granted{', ' + others if others else ''}",
+            f"backfill: {_done(report):,}{of} users, {_speed(report):,.0f} users/s, "
+            f"{report.granted:,} {would}granted{', ' + others if others else ''}",
             err=True,
         )
+
+
+def _done(report: BackfillReport) -> int:
+    """Users done, those an earlier run of the checkpoint did included: out of the total."""
+    return report.resumed + report.users
 
 
 def _speed(report: BackfillReport) -> float:

@@ -34,8 +34,9 @@ import anyio
 from ._utils import maybe_await, shorten
 from .awarding import AwardFlow
 from .base import Badge
-from .exceptions import AbadgesError
+from .exceptions import BackfillJobError, CheckpointError
 from .storage.base import Checkpoint, NewAward, Settlement, Store, StoredAward
+from .tables import MAX_OPTIONS_LENGTH
 
 #: How many errors a report keeps; the others are counted in `failed` only.
 MAX_ERRORS = 20
@@ -46,15 +47,6 @@ StateFunction = Callable[[Any], Any]
 Progress = Callable[["BackfillReport"], object]
 #: Turns an item of `users` into its identity and the user `award()` gets.
 Resolve = Callable[[Any], Awaitable[tuple[str, Any]]]
-
-
-class CheckpointError(AbadgesError):
-    """Raised when a backfill's checkpoint does not fit the run that names it: other badges or
-    options, or other users in the place where it stopped."""
-
-
-class BackfillJobError(AbadgesError):
-    """An error of a backfill batch that a worker ran, as the worker reported it."""
 
 
 @dataclasses.dataclass
@@ -169,7 +161,11 @@ class Options:
     def fingerprint(self) -> str:
         """What a checkpoint records of the run, and a resumed run must repeat."""
         slugs = sorted(badge.slug for badge in self.badges)
-        return json.dumps({"badges": slugs, "revoke": self.revoke}, separators=(",", ":"))
+        text = json.dumps({"badges": slugs, "revoke": self.revoke}, separators=(",", ":"))
+        # Readable in a CheckpointError's message; a digest when it would not fit the column.
+        return (
+            text if len(text) <= MAX_OPTIONS_LENGTH else hashlib.sha256(text.encode()).hexdigest()
+        )
 
 
 @dataclasses.dataclass
@@ -251,6 +247,7 @@ class Evaluation:
                         now,
                         revoke_above=revoke_above,
                         replace_lower=badge.replaces_lower,
+                        backfill=True,
                     )
                 )
             return

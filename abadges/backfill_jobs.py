@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Self
 from arq.constants import job_key_prefix
 
 from ._utils import shorten
-from .backfill import BackfillJobError, BackfillReport, BadgeCounts, BatchResult, Options
-from .exceptions import InvalidJobError
+from .backfill import BackfillReport, BadgeCounts, BatchResult, Options
+from .exceptions import BackfillJobError, InvalidJobError
 from .jobs import MAX_JOB_BYTES, dumps, loads
 from .redis_url import redis_client
 from .users import MAX_USER_ID_LENGTH

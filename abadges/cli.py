@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence, Sized
 from typing import Any, TypeVar
 
 import anyio
@@ -281,6 +281,10 @@ def backfill(
     batches written stay, and with --checkpoint the same command resumes after them. Exit
     status 1 when a badge failed for a user.
     """
+    if checkpoint is not None and dry_run:
+        raise click.UsageError("--checkpoint and --dry-run go apart: a dry run writes nothing.")
+    if checkpoint == "":
+        raise click.BadParameter("must not be empty.", param_hint="--checkpoint")
     progress = BackfillProgress(total, quiet=as_json)
     options = {
         "slugs": slugs or None,
@@ -295,7 +299,9 @@ def backfill(
     try:
         with progress:
             report = run(
-                lambda registry: backfill_users(registry, users_function, deferred, options)
+                lambda registry: backfill_users(
+                    registry, users_function, deferred, progress, options
+                )
             )
     except KeyboardInterrupt:
         done = f"Stopped after {progress.report.users:,} users"
@@ -321,7 +327,11 @@ def backfill(
 
 
 async def backfill_users(
-    registry: BadgeRegistry, spec: str, deferred: bool, options: dict[str, Any]
+    registry: BadgeRegistry,
+    spec: str,
+    deferred: bool,
+    progress: BackfillProgress,
+    options: dict[str, Any],
 ) -> BackfillReport:
     """Call the --users function, check that workers run for --deferred, and backfill."""
     function = import_from_string(spec, "--users")
@@ -330,6 +340,8 @@ async def backfill_users(
     users = function()
     if inspect.isawaitable(users):
         users = await users
+    if isinstance(users, Sized) and progress.total is None:
+        progress.set_total(len(users))
     if deferred:
         # Imported here: abadges.worker builds the worker's settings when it is imported.
         from .worker import live_workers

@@ -13,7 +13,9 @@ Every error abadges raises on purpose derives from `AbadgesError`:
     ├── InvalidAwardError
     ├── InvalidLevelError
     ├── QueueUnavailableError
-    └── InvalidJobError
+    ├── InvalidJobError
+    ├── CheckpointError
+    └── BackfillJobError
 
 Exceptions raised by a badge's own `award()` or `freeze()` are not wrapped: whenever badges
 of an event fail, the call raises one `BadgeErrorGroup` holding their errors as they are,
@@ -40,10 +42,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AbadgesError",
+    "BackfillJobError",
     "BadgeAlreadyRegisteredError",
     "BadgeDefinitionError",
     "BadgeErrorGroup",
     "BadgeNotRegisteredError",
+    "CheckpointError",
     "ConfigurationError",
     "InvalidAwardError",
     "InvalidJobError",
@@ -135,6 +139,16 @@ class QueueUnavailableError(AbadgesError):
 class InvalidJobError(AbadgesError):
     """Raised in the worker when a queued payload is not an abadges job it can run (not JSON,
     another payload version, a missing or mistyped field). Nothing of it is executed."""
+
+
+class CheckpointError(AbadgesError):
+    """Raised when a backfill's checkpoint does not fit the run that names it: other badges or
+    options, or other users in the place where it stopped."""
+
+
+class BackfillJobError(AbadgesError):
+    """An error of a backfill batch that a worker ran, as the worker reported it; also raised
+    when a batch's job ended without a report."""
 
 
 class SchemaError(ConfigurationError):

@@ -181,22 +181,24 @@ def redis_settings(url: str) -> RedisSettings:
 
 
 async def start(registry: BadgeRegistry, ctx: dict[str, Any], interval: float | None) -> None:
-    """Import the badge modules of the `badges` setting, refuse to run without deferred badges
-    or without a database, connect the registry, log what the worker runs on, and start its
+    """Import the badge modules of the `badges` setting, refuse to run without badges or
+    without a database, connect the registry, log what the worker runs on, and start its
     heartbeat every `interval` seconds (None: no heartbeat)."""
     settings = registry.settings
     for module in settings.badges:
         import_module(module, "ABADGES_BADGES")
     deferred = [slug for slug, badge in registry.registered.items() if badge.deferred]
     expiring = [s for s, badge in registry.registered.items() if badge.expires_after is not None]
-    if not deferred and not expiring:
+    # Any badge will do: a site with neither deferred nor expiring badges still sends the
+    # batches of `abadges backfill --deferred` to its workers.
+    if not registry.registered:
         where = (
             f"the modules ABADGES_BADGES names ({', '.join(settings.badges)}) register none"
             if settings.badges
             else "ABADGES_BADGES is not set"
         )
         raise ConfigurationError(
-            f"The worker has no deferred badge to run, nor any badge that expires: {where}. "
+            f"The worker has no badge to run: {where}. "
             "Set ABADGES_BADGES to the comma-separated modules that register your badges, as "
             "the app imports them."
         )

@@ -23,7 +23,8 @@ from abadges import (
     ConfigurationError,
     SchemaError,
 )
-from abadges.backfill import MAX_ERRORS, BackfillJobError, backfill_key
+from abadges.backfill import MAX_ERRORS, backfill_key
+from abadges.exceptions import BackfillJobError
 from abadges.tables import backfills
 from tests.test_lifecycle import changes
 
@@ -283,6 +284,9 @@ async def test_temporary_badges_settle_as_their_events_do(site: BadgeRegistry) -
     report = await site.backfill([Member("ana", 160)], slugs=["karma"])
     assert (report.granted, report.revoked) == (1, 1)
     assert await held(site, ["ana"]) == {("ana", "karma", 1)}
+    # The history says a backfill revoked it, not an event of the temporary badge.
+    [revoked] = [c for c in await site.history("ana") if c.action == "revoked"]
+    assert revoked.reason == "Backfill: award() now gives level 1."
 
 
 async def test_replaces_lower_keeps_the_highest_level(site: BadgeRegistry) -> None:

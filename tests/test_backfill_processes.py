@@ -523,6 +523,26 @@ async def test_abadges_backfill_json_reports_what_the_call_does(
     )
 
 
+async def test_abadges_backfill_takes_the_total_of_a_sized_result_and_refuses_bad_options(
+    cli_env: dict[str, str],
+) -> None:
+    """Guards the ETA's total from a --users function that gives a list (no --total needed),
+    and the usage errors (exit 2, no traceback) of options that go apart."""
+    env = {**cli_env, "ABADGES_TEST_USERS": "60"}
+    done = await abadges(
+        env, "backfill", "--users", "tests.support.backfill_badges:async_users", "--badge", "member"
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stderr.decode().splitlines()[-1].startswith("backfill: 60 of 60 users, ")
+    for options, message in (
+        (["--checkpoint", "c", "--dry-run"], "--checkpoint and --dry-run go apart"),
+        (["--checkpoint", ""], "Invalid value for --checkpoint: must not be empty."),
+    ):
+        refused = await abadges(env, "backfill", "--users", USERS_FUNCTION, *options)
+        err = refused.stderr.decode()
+        assert (refused.returncode, message in err, "Traceback" in err) == (2, True, False), err
+
+
 def run_on_a_terminal(command: list[str], env: dict[str, str], timeout: float) -> tuple[int, str]:
     """Run `command` with a pseudo-terminal as its stdin, stdout and stderr; return its exit
     status and everything it wrote there."""

@@ -537,20 +537,18 @@ async def test_startup_reports_a_broken_badge_module_as_it_is(
     [
         (
             "",
-            "The worker has no deferred badge to run, nor any badge that expires: ABADGES_BADGES "
-            "is not set. Set "
+            "The worker has no badge to run: ABADGES_BADGES is not set. Set "
             "ABADGES_BADGES to the comma-separated modules that register your badges, as the "
             "app imports them.",
         ),
         (
             "inline_badges",
-            "The worker has no deferred badge to run, nor any badge that expires: the modules "
-            "ABADGES_BADGES names "
+            "The worker has no badge to run: the modules ABADGES_BADGES names "
             "(inline_badges) register none. Set ABADGES_BADGES",
         ),
     ],
 )
-async def test_startup_refuses_a_worker_without_deferred_badges(
+async def test_startup_refuses_a_worker_without_badges(
     database_url: str,
     redis_url: str,
     tmp_path: pathlib.Path,
@@ -558,8 +556,8 @@ async def test_startup_refuses_a_worker_without_deferred_badges(
     modules: str,
     message: str,
 ) -> None:
-    # A module that registers no deferred badge (none at all: the default registry, which the
-    # example apps use in this process, stays as it is).
+    # A module that registers no badge (the default registry, which the example apps use in
+    # this process, stays as it is).
     (tmp_path / "inline_badges.py").write_text('"""Only inline badges, registered elsewhere."""\n')
     monkeypatch.syspath_prepend(tmp_path)
     registry = BadgeRegistry()

@@ -65,6 +65,8 @@ class Settlement:
     at: datetime.datetime
     revoke_above: bool = False
     replace_lower: bool = False
+    #: Made by a backfill: its revocations say so in the history.
+    backfill: bool = False
 
     @property
     def level(self) -> int:
@@ -355,6 +357,8 @@ class Store(abc.ABC):
             return self.expired_row(award)
         if action == "replaced":
             reason = f"Replaced by level {top}."
+        elif settlement.backfill:
+            reason = backfill_reason(settlement.level)
         else:
             gives = f"level {settlement.level}" if settlement.level else "no level"
             reason = f"Temporary badge: award() now gives {gives}."
