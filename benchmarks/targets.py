@@ -1,5 +1,6 @@
-"""Reads the `json:` lines of one benchmark run (stdin) and prints each target of issue 5 with
-the ratio measured in that run, met or not. Exits 1 when an award count did not match.
+"""Reads the `json:` lines of one benchmark run (stdin) and prints each target of issue 5 (and
+of issue 14, W4) with the ratio measured in that run, met or not. Exits 1 when an award count
+did not match.
 
     scripts/bench              # runs everything, then this
     .venv/bin/python benchmarks/targets.py < bench.log
@@ -74,12 +75,47 @@ def main() -> int:
             duplicated = result.get("trials_with_duplicates")
             line(f"W3 {result['impl']} {result['database']}: duplicates",
                  f"{duplicated} of {result.get('trials')} trials", None)  # fmt: skip
+    backfill(results)
     mismatched = [r for r in results if r.get("expected") is not None and not r["ok"]]
     expected_mismatch = [r for r in mismatched if r["impl"] == "pinax-badges"]
     for result in mismatched:
         print(f"award count {result['awards']}/{result['expected']}: {result['workload']} "
               f"{result['impl']} {result['database']}")  # fmt: skip
     return 1 if len(mismatched) > len(expected_mismatch) else 0
+
+
+def backfill(results: list[dict[str, Any]]) -> None:
+    """The targets of issue 14 for W4: evaluations a second on PostgreSQL (the first run of
+    each size, which records the awards), the peak RSS of each size's process, and that peak
+    not growing with the number of users."""
+    w4 = [r for r in results if r["workload"] == "W4" and "run" in r]
+    if not w4:
+        return
+    print("\nTargets (issue 14), from this run:")
+    for database in dict.fromkeys(r["database"] for r in w4):
+        runs = sorted(
+            (r for r in w4 if r["database"] == database and r["run"] == "first"),
+            key=lambda r: r["users"],
+        )
+        # VmHWM of each size's process: its second run over the same users included.
+        peaks = {
+            r["users"]: max(o["peak_rss_mb"] for o in w4
+                            if o["database"] == database and o["users"] == r["users"])
+            for r in runs
+        }  # fmt: skip
+        for result in runs:
+            rate, users = result["evaluations_per_s"], result["users"]
+            if database == "postgresql":
+                line(f"W4 {database}, {users:,} users: >= 50,000 evaluations/s", f"{rate:,}/s",
+                     rate >= 50_000)  # fmt: skip
+            else:  # The target is PostgreSQL's; the others are shown beside it.
+                line(f"W4 {database}, {users:,} users: evaluations/s", f"{rate:,}/s", None)
+        for users, rss in peaks.items():
+            line(f"W4 {database}, {users:,} users: peak RSS < 150 MB", f"{rss} MB", rss < 150)
+        if len(peaks) > 1:
+            (small, low), *_, (large, high) = peaks.items()
+            line(f"W4 {database}: peak RSS grows < 10%, {small:,} to {large:,} users",
+                 f"{high - low:+.1f} MB ({low} to {high} MB)", high - low < 0.1 * low)  # fmt: skip
 
 
 if __name__ == "__main__":

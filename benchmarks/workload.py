@@ -9,6 +9,9 @@ adds its points to the user in memory, then fires "points_awarded" for that user
   gives the highest level whose threshold the user's points are above: `3000 + 400k` (1),
   `+ 2500` (2), `+ 5000` (3). At full size the table ends with exactly 7,173 awards.
 - W2: one `multiple` single-level badge that always awards: one award per event.
+- W4 (issue 14): a backfill of `users()`, the same seed's users with `rng.randint(0, 12000)`
+  points each (the first 1,000 are W1's users before their events), over W1's badges: each
+  user gets the level each badge gives at its points, one award per (user, badge).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import json
 import random
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 BADGES = 10
@@ -70,6 +73,21 @@ def expected_w1(workload: Stream) -> int:
         if (level := w1_level(badge, points)) is not None
     }
     return len(held)
+
+
+def users(count: int, seed: int = 42) -> Iterator[tuple[int, int]]:
+    """W4's users as `(id, points)`, made one at a time: nothing grows with `count`."""
+    rng = random.Random(seed)
+    for user in range(count):
+        yield user, rng.randint(0, 12000)
+
+
+def expected_w4(count: int) -> int:
+    """How many awards a backfill of W4's `count` users leaves: a level of each badge that
+    gives one, per user."""
+    return sum(
+        w1_level(badge, points) is not None for _, points in users(count) for badge in range(BADGES)
+    )
 
 
 def measure(
