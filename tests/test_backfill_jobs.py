@@ -99,7 +99,9 @@ async def test_a_run_waiting_for_a_worker_says_so_then_gets_its_report(
         with anyio.fail_after(10):
             while "has waited" not in caplog.text:  # noqa: ASYNC110 - logging sends no event.
                 await anyio.sleep(0.05)
-        await drain(worker_of(site, RankBadge, FanBadge))
+        worker = worker_of(site, RankBadge, FanBadge)
+        await drain(worker)
+        await worker.disconnect()  # A burst worker leaves its registry connected.
     assert "Batch 0 of the backfill has waited" in caplog.text
     assert reports[0].granted == 3
     assert [a[:3] for a in await all_awards(site)] == [
@@ -123,7 +125,9 @@ async def test_a_batch_the_worker_cannot_run_is_retried_then_ends_the_run(
 
         group.start_soon(run)
         await anyio.sleep(0.2)
-        await drain(worker_of(site, RankBadge), max_tries=2)
+        worker = worker_of(site, RankBadge)
+        await drain(worker, max_tries=2)
+        await worker.disconnect()
     assert "could not run its backfill batch (try 1)" in caplog.text
     assert "its job ended without a report" in str(errors[0])
     assert await all_awards(site) == []
