@@ -43,7 +43,7 @@ class BackfillProgress:
             self._bar = Progress(
                 TextColumn("[bold]backfill"),
                 BarColumn(),
-                MofNCompleteColumn() if self.total is not None else TextColumn("{task.completed}"),
+                MofNCompleteColumn(),  # "60/?" until the total is known.
                 TextColumn("users"),
                 TextColumn("{task.fields[speed]} users/s"),
                 TextColumn("[green]{task.fields[granted]} granted"),

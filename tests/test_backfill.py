@@ -244,7 +244,9 @@ async def test_revoke_takes_away_the_levels_award_no_longer_gives(site: BadgeReg
     await site.grant("ana", "rank", 2, by="mod:1")
     await site.grant("bob", "rank", 1, by="mod:1")
     await site.grant("bob", "fan", by="mod:1")
-    users = [Member("ana", 151), Member("bob", 1)]  # ana is at level 1 now, bob at none.
+    await site.grant("cy", "rank", 1, by="mod:1")
+    # ana is at level 1 now, bob at none; cy is still at the level held.
+    users = [Member("ana", 151), Member("bob", 1), Member("cy", 121)]
     dry = await site.backfill(users, slugs=["rank", "fan"], revoke=True, dry_run=True)
     assert (dry.granted, dry.revoked) == (1, 3)
     revoked: list[Award] = []
@@ -252,7 +254,11 @@ async def test_revoke_takes_away_the_levels_award_no_longer_gives(site: BadgeReg
     report = await site.backfill(users, slugs=["rank", "fan"], revoke=True)
     assert report.badges == dry.badges
     # A multiple badge keeps its awards: revoke covers badges held once.
-    assert await held(site, ["ana", "bob"]) == {("ana", "rank", 1), ("bob", "fan", 1)}
+    assert await held(site, ["ana", "bob", "cy"]) == {
+        ("ana", "rank", 1),
+        ("bob", "fan", 1),
+        ("cy", "rank", 1),
+    }
     assert sorted((a.user_id, a.level) for a in revoked) == [("ana", 2), ("ana", 3), ("bob", 1)]
     history = changes(await site.history(limit=100))
     assert (

@@ -575,17 +575,18 @@ def run_on_a_terminal(command: list[str], env: dict[str, str], timeout: float) -
 async def test_abadges_backfill_on_a_terminal_shows_a_progress_bar(
     cli_env: dict[str, str],
 ) -> None:
-    """Guards the rich progress bar (users/s, granted) and the rich table of the report on a
-    terminal."""
+    """Guards the rich progress bar (users done of the total a sized result gives, users/s,
+    granted) and the rich table of the report on a terminal."""
     env = {**cli_env, "ABADGES_TEST_USERS": "60", "ABADGES_TEST_BACKFILL_DELAY": "0.01"}
     env |= {"TERM": "xterm-256color", "COLUMNS": "160"}
-    command = [ABADGES, "backfill", "--users", USERS_FUNCTION, "--batch-size", "10"]
+    sized = "tests.support.backfill_badges:async_users"
+    command = [ABADGES, "backfill", "--users", sized, "--batch-size", "10"]
     code, output = await anyio.to_thread.run_sync(run_on_a_terminal, command, env, 60)
     assert code == 0, output
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output)
     bar = [line for line in plain.splitlines() if line.lstrip().startswith("backfill")]
     assert bar, plain
-    assert re.search(r"backfill .* 60 users [\d,]+ users/s 180 granted", bar[-1]), bar[-1]
+    assert re.search(r"backfill .* 60/60 users [\d,]+ users/s 180 granted", bar[-1]), bar[-1]
     assert re.search(r"│ member\s+│ 60\s+│ 60\s+│ 0\s+│ 0\s+│", plain), plain
     assert "backfill: " not in plain  # No plain lines on a terminal.
 
