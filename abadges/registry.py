@@ -558,6 +558,12 @@ class BadgeRegistry:
     ) -> Options:
         if slugs is None:
             chosen = list(self._badges.values())
+            if not chosen:
+                raise ConfigurationError(
+                    "backfill() has no badge to evaluate: none is registered. Register the "
+                    "badges first; the abadges command imports the modules of ABADGES_BADGES "
+                    "(or --badges)."
+                )
         elif isinstance(slugs, str) or not isinstance(slugs, Iterable):
             raise TypeError(f"backfill() slugs must be a list of slugs; got {shorten(slugs)}.")
         else:

@@ -379,6 +379,14 @@ async def test_bad_arguments_are_refused_before_anything_is_written(site: BadgeR
     assert await all_awards(site) == []
 
 
+async def test_a_registry_without_badges_says_so(database_url: str) -> None:
+    empty = BadgeRegistry()
+    empty.configure(database_url=database_url, queue="inline")
+    async with empty.lifespan():
+        with pytest.raises(ConfigurationError, match="no badge to evaluate: none is registered"):
+            await empty.backfill([Member("ana", 300)])
+
+
 async def test_deferred_needs_the_redis_queue(database_url: str) -> None:
     registry = BadgeRegistry()
     registry.register(RankBadge)

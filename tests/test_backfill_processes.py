@@ -527,7 +527,8 @@ async def test_abadges_backfill_takes_the_total_of_a_sized_result_and_refuses_ba
     cli_env: dict[str, str],
 ) -> None:
     """Guards the ETA's total from a --users function that gives a list (no --total needed),
-    and the usage errors (exit 2, no traceback) of options that go apart."""
+    the usage errors (exit 2, no traceback) of options that go apart, and the error of a run
+    with no badge registered."""
     env = {**cli_env, "ABADGES_TEST_USERS": "60"}
     done = await abadges(
         env, "backfill", "--users", "tests.support.backfill_badges:async_users", "--badge", "member"
@@ -541,6 +542,14 @@ async def test_abadges_backfill_takes_the_total_of_a_sized_result_and_refuses_ba
         refused = await abadges(env, "backfill", "--users", USERS_FUNCTION, *options)
         err = refused.stderr.decode()
         assert (refused.returncode, message in err, "Traceback" in err) == (2, True, False), err
+    # A module that registers no badge: the error says so, without a traceback.
+    unset = {**env, "ABADGES_BADGES": "tests.support"}
+    refused = await abadges(unset, "backfill", "--users", USERS_FUNCTION)
+    assert (refused.returncode, refused.stdout) == (1, b"")
+    assert refused.stderr.decode().endswith(
+        "Error: backfill() has no badge to evaluate: none is registered. Register the badges "
+        "first; the abadges command imports the modules of ABADGES_BADGES (or --badges).\n"
+    ), refused.stderr.decode()
 
 
 def run_on_a_terminal(command: list[str], env: dict[str, str], timeout: float) -> tuple[int, str]:
