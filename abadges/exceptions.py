@@ -195,6 +195,7 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
             asyncpg.exceptions.InternalClientError,
             asyncpg.exceptions.OperatorInterventionError,  # server shutting down or restarting
             asyncpg.exceptions.InsufficientResourcesError,  # too many connections
+            asyncpg.exceptions.DeadlockDetectedError,  # a victim, after its retries
         ]
     try:
         import asyncmy.errors

@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from abadges import Award, Badge, BadgeAwarded, BadgeErrorGroup, BadgeRegistry, is_transient
+from abadges.storage import base as storage_base
 from abadges.storage import mysql
 from tests.support import Rows
 
@@ -109,7 +110,7 @@ async def test_a_deadlock_that_persists_is_raised_as_transient(
 ) -> None:
     registry.register(First)
     registry.register(Levels)
-    monkeypatch.setattr(mysql, "DEADLOCK_ATTEMPTS", 1)
+    monkeypatch.setattr(storage_base, "DEADLOCK_ATTEMPTS", 1)
     errors: list[Exception] = []
 
     async def post(key: int) -> None:

@@ -193,6 +193,7 @@ async def test_a_leaderboard_since_a_time_counts_the_awards_of_that_time(
         (2, "cy", 10, 1)
     ]
     assert await site.standing("cy", since=since) == Standing(2, "cy", 10, 1)
+    assert rows(await site.leaderboard(since=since, slug="thanks")) == []
     assert await site.standing("ana", since=since) is None
     assert rows(await site.leaderboard()) == [
         (1, "ana", 50, 1),
@@ -234,6 +235,10 @@ async def test_stats_give_holders_share_and_dates_per_level(site: BadgeRegistry)
     assert (await site.award_counts())["thanks"] == {1: 3}  # The older call agrees.
 
 
+async def test_a_registry_without_badges_has_no_stats(registry: BadgeRegistry) -> None:
+    assert await registry.stats() == []
+
+
 async def test_the_badge_attributes_of_pages(site: BadgeRegistry) -> None:
     rank = site.get_badge("rank")
     assert (rank.image_of(1), rank.image_of(2), rank.points_of(3)) == (
@@ -242,7 +247,12 @@ async def test_the_badge_attributes_of_pages(site: BadgeRegistry) -> None:
         50,
     )
     assert (rank.group, rank.hidden, site.get_badge("weekly").hidden) == ("Reputation", False, True)
-    assert site.get_badge("weekly").image_of(1) is None
+    weekly = site.get_badge("weekly")
+    assert (weekly.image_of(1), weekly.has_progress, weekly.progress(user="ana")) == (
+        None,
+        False,
+        None,
+    )
 
 
 async def test_progress_for_gives_each_badge_s_next_level(site: BadgeRegistry) -> None:
@@ -425,3 +435,79 @@ async def computed_leaderboard(registry: BadgeRegistry) -> list[tuple[int, str, 
         rank = board[-1][0] if board and board[-1][2] == p else place
         board.append((rank, user_id, p, n))
     return board
+
+
+class Passing(Badge):
+    """Held a day, earned again and again."""
+
+    slug = "passing"
+    levels = ["Passing"]
+    events = ["passed"]
+    multiple = True
+    expires_after = datetime.timedelta(days=1)
+
+    def award(self, **state: Any) -> BadgeAwarded:
+        return BadgeAwarded()
+
+
+#: Are queries of this database waiting for a lock? (A transaction id's lock has no database.)
+WAITING = (
+    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE NOT l.granted AND a.datname = current_database()"
+)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("attempts", [20, 1])
+async def test_an_expiry_chosen_as_a_deadlock_s_victim_runs_again(
+    site: BadgeRegistry, database_url: str, attempts: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards the retry of a write that PostgreSQL picks as a deadlock's victim. The expiry
+    moves ana's award (a DELETE, whose trigger locks ana's totals) then bo's (an UPDATE,
+    bo's totals), which another transaction holds; that one then waits for ana's: a deadlock,
+    which PostgreSQL breaks by rolling back the expiry, the first to wait. With one attempt
+    (no retry) the expiry fails with the deadlock, transient; with retries it moves both."""
+    import asyncpg
+
+    from abadges import is_transient
+    from abadges.storage import base as storage_base
+
+    site.register(Passing)
+    monkeypatch.setattr(storage_base, "DEADLOCK_ATTEMPTS", attempts)
+    long_ago = datetime.datetime.now(UTC) - datetime.timedelta(days=30)
+    await site.grant("ana", "weekly", force_timestamp=long_ago)
+    await site.grant("bo", "passing", force_timestamp=long_ago)
+    other = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    lock = f"SELECT 1 FROM {totals.name} WHERE user_id = $1 AND slug = '' FOR UPDATE"
+    try:
+        transaction = other.transaction()
+        await transaction.start()
+        await other.execute("SET LOCAL deadlock_timeout = '10s'")  # The expiry detects it.
+        await other.execute(lock, "bo")
+        outcome: list[object] = []
+
+        async def expire() -> None:
+            try:
+                outcome.append(await site.expire_awards())
+            except Exception as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(expire)
+            try:
+                with anyio.fail_after(10):
+                    while not await other.fetchval(WAITING):  # The expiry waits for bo's row.
+                        await anyio.sleep(0.02)
+                await other.execute(lock, "ana")  # Waits until the expiry is rolled back.
+            finally:
+                await transaction.rollback()  # Lets the expiry (again) go on.
+    finally:
+        await other.close()
+    if attempts == 1:
+        [error] = outcome
+        assert isinstance(error, asyncpg.exceptions.DeadlockDetectedError) and is_transient(error)
+        assert await site.expire_awards() == 2
+    else:
+        assert outcome == [2]
+    assert await recount(site) == await stored_totals(site)
+    assert await site.leaderboard() == []

@@ -6,9 +6,13 @@ import abc
 import contextlib
 import dataclasses
 import datetime
+import itertools
+import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
+import anyio
 import databases
 import sqlalchemy as sa
 from databases.interfaces import Record
@@ -23,6 +27,13 @@ from ._migrations import head as head_revision
 from ._migrations import run as run_migrations
 
 UTC = datetime.UTC
+logger = logging.getLogger("abadges")
+Result = TypeVar("Result")
+#: How many times a write runs when the database picks it as a deadlock's victim, and the
+#: most seconds it waits before the next time: doubled after each try, up to the cap.
+DEADLOCK_ATTEMPTS = 20
+DEADLOCK_BACKOFF = 0.005
+DEADLOCK_BACKOFF_CAP = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +238,34 @@ class Store(abc.ABC):
     def is_missing_column(self, exc: BaseException) -> bool:
         """Does the driver's `exc` say that a column does not exist?"""
 
+    def is_deadlock(self, exc: BaseException) -> bool:
+        """Does the driver's `exc` say that the database rolled the transaction back as a
+        deadlock's victim? Never on SQLite, whose one writer waits for the lock."""
+        return False
+
+    async def retrying_deadlocks(self, attempt: Callable[[], Awaitable[Result]]) -> Result:
+        """`attempt()`, a write's whole transaction, run again when the database chose it as
+        a deadlock's victim.
+
+        The database rolls a victim's transaction back whole, so running it again is safe:
+        nothing of it was committed, nor announced. Writes that lock rows of several users in
+        more than one statement (an expiry, a backfill's revocations) can meet another in the
+        totals that the triggers keep, as MySQL's inserts meet in their gap locks. After
+        `DEADLOCK_ATTEMPTS` the deadlock error is raised; it is transient (`is_transient()`),
+        so the worker retries the job later."""
+        for tries in itertools.count(1):
+            try:
+                return await attempt()
+            except Exception as exc:
+                if not self.is_deadlock(exc) or tries == DEADLOCK_ATTEMPTS:
+                    raise
+                logger.debug("Deadlock (try %d of %d), again: %s", tries, DEADLOCK_ATTEMPTS, exc)
+                # Apart, so that the transactions that deadlocked do not meet again at once.
+                await anyio.sleep(
+                    random.uniform(0, min(DEADLOCK_BACKOFF * 2**tries, DEADLOCK_BACKOFF_CAP))
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def schema_error(self) -> SchemaError:
         return SchemaError(
             f"The table {awards.name!r} does not exist in the database "
@@ -324,7 +363,7 @@ class Store(abc.ABC):
         turns: each sees what the one before it committed."""
         async with self.connection() as connection:
             with self.translating_errors():
-                return await self._settle(connection, settlement)
+                return await self.retrying_deadlocks(lambda: self._settle(connection, settlement))
 
     async def _settle(
         self, connection: databases.core.Connection, settlement: Settlement
@@ -399,7 +438,7 @@ class Store(abc.ABC):
         LOCKED): many workers running it at once each move different awards, none twice."""
         async with self.connection() as connection:
             with self.translating_errors():
-                return await self._expire(connection, limit)
+                return await self.retrying_deadlocks(lambda: self._expire(connection, limit))
 
     async def _expire(self, connection: databases.core.Connection, limit: int) -> list[Award]:
         where = (awards.c.revoked_at.is_(None), awards.c.expires_at <= self.now())
@@ -476,7 +515,9 @@ class Store(abc.ABC):
         `change.at`, so that their award keys stay taken; otherwise they are deleted."""
         async with self.connection() as connection:
             with self.translating_errors():
-                return await self._revoke(connection, user_id, slug, level, change, keep_keys)
+                return await self.retrying_deadlocks(
+                    lambda: self._revoke(connection, user_id, slug, level, change, keep_keys)
+                )
 
     async def _revoke(
         self,
@@ -536,7 +577,9 @@ class Store(abc.ABC):
         history rows, all in one transaction; return them."""
         async with self.connection() as connection:
             with self.translating_errors():
-                return await self._revoke_above(connection, targets, at)
+                return await self.retrying_deadlocks(
+                    lambda: self._revoke_above(connection, targets, at)
+                )
 
     async def _revoke_above(
         self,

@@ -5,11 +5,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
-import itertools
-import logging
-import random
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import ClassVar, TypeVar
+from collections.abc import Iterator, Mapping, Sequence
+from typing import ClassVar
 
 import anyio
 import databases
@@ -18,9 +15,7 @@ from sqlalchemy.dialects import mysql
 
 from ..awards import Award
 from ..tables import awards, history
-from .base import Change, NewAward, Settlement, Store, Written, ordered
-
-logger = logging.getLogger("abadges")
+from .base import NewAward, Settlement, Store, Written, ordered
 
 #: The name of the lock migrations take (GET_LOCK), and how long they wait for it, in seconds.
 MIGRATION_LOCK = "abadges_migrations"
@@ -31,11 +26,6 @@ NO_SUCH_TABLE = 1146
 BAD_FIELD = 1054
 # ER_LOCK_DEADLOCK, "Deadlock found when trying to get lock; try restarting transaction".
 LOCK_DEADLOCK = 1213
-#: How many times an insert or a revoke runs when InnoDB picks it as a deadlock's victim, and
-#: the most seconds it waits before the next time: doubled after each try, up to the cap.
-DEADLOCK_ATTEMPTS = 20
-DEADLOCK_BACKOFF = 0.005
-DEADLOCK_BACKOFF_CAP = 0.5
 #: How long a settlement waits for the lock of a user's levels of a badge, in seconds: as long
 #: as InnoDB's default lock wait.
 SETTLE_LOCK_TIMEOUT = 50
@@ -59,7 +49,7 @@ class MySQLStore(Store):
         awards_in_order = ordered(new_awards)
         async with self.connection() as connection:
             with self.translating_errors():
-                return await _retrying_deadlocks(
+                return await self.retrying_deadlocks(
                     lambda: self._insert_all(connection, awards_in_order)
                 )
 
@@ -95,24 +85,6 @@ class MySQLStore(Store):
                 recorded.append(self.recorded(award, new_id))
         return recorded
 
-    async def revoke(
-        self, user_id: str, slug: str, level: int | None, change: Change, keep_keys: bool
-    ) -> list[Award]:
-        async with self.connection() as connection:
-            with self.translating_errors():
-                return await _retrying_deadlocks(
-                    lambda: self._revoke(connection, user_id, slug, level, change, keep_keys)
-                )
-
-    async def revoke_above(
-        self, targets: Sequence[tuple[str, str, int]], at: datetime.datetime
-    ) -> list[Award]:
-        async with self.connection() as connection:
-            with self.translating_errors():
-                return await _retrying_deadlocks(
-                    lambda: self._revoke_above(connection, targets, at)
-                )
-
     async def settle(self, settlement: Settlement) -> Written:
         # GET_LOCK's lock belongs to the session, not to the transaction: taken around it,
         # and released once it has ended, committed or not.
@@ -130,7 +102,9 @@ class MySQLStore(Store):
                         f"{SETTLE_LOCK_TIMEOUT} seconds."
                     )
                 try:
-                    return await _retrying_deadlocks(lambda: self._settle(connection, settlement))
+                    return await self.retrying_deadlocks(
+                        lambda: self._settle(connection, settlement)
+                    )
                 finally:
                     with anyio.CancelScope(shield=True):
                         release = sa.text("SELECT RELEASE_LOCK(:name)").bindparams(name=name)
@@ -144,11 +118,6 @@ class MySQLStore(Store):
         key = f"{len(user_id)}:{user_id}{slug}".encode("utf-8", "surrogatepass")
         return f"abadges:{hashlib.sha1(key).hexdigest()}"
 
-    async def expire(self, limit: int) -> list[Award]:
-        async with self.connection() as connection:
-            with self.translating_errors():
-                return await _retrying_deadlocks(lambda: self._expire(connection, limit))
-
     def now(self) -> datetime.datetime:
         return _naive_utc(datetime.datetime.now(datetime.UTC))
 
@@ -157,6 +126,9 @@ class MySQLStore(Store):
 
     def is_missing_table(self, exc: BaseException) -> bool:
         return bool(exc.args) and exc.args[0] == NO_SUCH_TABLE
+
+    def is_deadlock(self, exc: BaseException) -> bool:
+        return bool(exc.args) and exc.args[0] == LOCK_DEADLOCK
 
     def is_missing_column(self, exc: BaseException) -> bool:
         return bool(exc.args) and exc.args[0] == BAD_FIELD
@@ -179,29 +151,6 @@ class MySQLStore(Store):
             yield
         finally:
             connection.execute(sa.text("SELECT RELEASE_LOCK(:name)"), name)
-
-
-Result = TypeVar("Result")
-
-
-async def _retrying_deadlocks(attempt: Callable[[], Awaitable[Result]]) -> Result:
-    """`attempt()`, run again when InnoDB chose it as a deadlock's victim.
-
-    InnoDB rolls a victim's transaction back whole, so running it again is safe: nothing of it
-    was committed, nor announced. After `DEADLOCK_ATTEMPTS` the deadlock error is raised; it is
-    transient (`is_transient()`), so the worker retries the job later."""
-    for tries in itertools.count(1):
-        try:
-            return await attempt()
-        except Exception as exc:
-            if not (exc.args and exc.args[0] == LOCK_DEADLOCK) or tries == DEADLOCK_ATTEMPTS:
-                raise
-            logger.debug("Deadlock (try %d of %d), trying again: %s", tries, DEADLOCK_ATTEMPTS, exc)
-            # Apart, so that the transactions that deadlocked do not meet again at once.
-            await anyio.sleep(
-                random.uniform(0, min(DEADLOCK_BACKOFF * 2**tries, DEADLOCK_BACKOFF_CAP))
-            )
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _naive_utc(at: datetime.datetime) -> datetime.datetime:

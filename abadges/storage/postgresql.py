@@ -70,6 +70,8 @@ SETTLE_LOCKS = 0x61626164
 UNDEFINED_TABLE = "42P01"
 # ... and of "column does not exist".
 UNDEFINED_COLUMN = "42703"
+# ... and of "deadlock detected".
+DEADLOCK_DETECTED = "40P01"
 # The SQLSTATEs of "prepared statement ... does not exist" and "... already exists": what a
 # pooler that hands each transaction a server connection of its own does to asyncpg's named
 # statements, which live on the server connection that prepared them.
@@ -160,6 +162,9 @@ class PostgreSQLStore(Store):
 
     def is_missing_column(self, exc: BaseException) -> bool:
         return getattr(exc, "sqlstate", None) == UNDEFINED_COLUMN
+
+    def is_deadlock(self, exc: BaseException) -> bool:
+        return getattr(exc, "sqlstate", None) == DEADLOCK_DETECTED
 
     def translated(self, exc: BaseException) -> AbadgesError | None:
         # SQLAlchemy (the migrations) wraps the driver's error: its `orig` has the SQLSTATE.
