@@ -74,7 +74,7 @@ def browser(tmp_path: pathlib.Path) -> Iterator[webdriver.Chrome]:
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_person_sees_the_catalogue_a_user_page_and_the_leaderboard(
-    site_env: dict[str, str], browser: webdriver.Chrome
+    browser: webdriver.Chrome, site_env: dict[str, str]
 ) -> None:
     async with serve("starlette") as client:
         await fill(client)
