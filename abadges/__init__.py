@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .awards import Award, AwardChange
 from .backfill import BackfillReport, BadgeCounts
-from .base import Badge, BadgeAwarded, BadgeDetail
+from .base import Badge, BadgeAwarded, BadgeDetail, Progress
 from .config import Settings
 from .exceptions import (
     AbadgesError,
@@ -25,6 +25,7 @@ from .exceptions import (
     is_transient,
 )
 from .registry import BadgeRegistry
+from .standings import BadgeProgress, BadgeStats, Standing
 from .storage.base import MigrationStatus
 from .users import UserRef
 
@@ -47,7 +48,9 @@ __all__ = [
     "BadgeDetail",
     "BadgeErrorGroup",
     "BadgeNotRegisteredError",
+    "BadgeProgress",
     "BadgeRegistry",
+    "BadgeStats",
     "CheckpointError",
     "ConfigurationError",
     "InvalidAwardError",
@@ -56,9 +59,11 @@ __all__ = [
     "InvalidStateError",
     "MigrationStatus",
     "NotConnectedError",
+    "Progress",
     "QueueUnavailableError",
     "SchemaError",
     "Settings",
+    "Standing",
     "UserRef",
     "__version__",
     "badges",

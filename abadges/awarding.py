@@ -156,6 +156,7 @@ class AwardFlow:
                         award_key(badge, key),
                         source,
                         expires_at=badge.expires_at(awarded_at),
+                        points=badge.points_of(level),
                     )
             except Exception as exc:
                 errors.append(_noted(exc, badge.slug, event, badge.deferred))

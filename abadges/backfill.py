@@ -234,7 +234,17 @@ class Evaluation:
         if level is not None:
             key = backfill_key(user_id, badge.slug) if badge.multiple else ""
             expires_at = badge.expires_at(now)
-            new = NewAward(user_id, badge.slug, level, now, key, "backfill", expires_at=expires_at)
+            points = badge.points_of(level)
+            new = NewAward(
+                user_id,
+                badge.slug,
+                level,
+                now,
+                key,
+                "backfill",
+                expires_at=expires_at,
+                points=points,
+            )
         revoke = self._options.revoke and not badge.multiple
         if badge.settles:
             revoke_above = badge.temporary or revoke

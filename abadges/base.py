@@ -15,7 +15,7 @@ from .exceptions import (
     InvalidStateError,
 )
 
-__all__ = ["Badge", "BadgeAwarded", "BadgeDetail"]
+__all__ = ["Badge", "BadgeAwarded", "BadgeDetail", "Progress"]
 
 #: Longest slug the awards table can hold.
 MAX_SLUG_LENGTH = 100
@@ -25,10 +25,22 @@ MAX_LEVELS = 32_767
 
 @dataclasses.dataclass(frozen=True)
 class BadgeDetail:
-    """The name and optional description of one level of a badge."""
+    """One level of a badge: its name, and optionally a description, an image (a URL or a
+    path, the badge's `image` when None) and the points it is worth on leaderboards."""
 
     name: str
     description: str | None = None
+    image: str | None = None
+    points: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """What `Badge.progress()` returns: how far a user is (`current`) toward the next level
+    not held (`target`), in the badge's own unit (points, visits, days)."""
+
+    current: float
+    target: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +75,12 @@ class Badge:
     expires_after: datetime.timedelta | None = None
     #: Holding a level removes the lower ones ("replaced"); False keeps them, as brabeion does.
     replaces_lower: bool = False
+    #: The picture of the badge (a URL or a path), for levels without an image of their own.
+    image: str | None = None
+    #: A heading to list the badge under on pages ("Participation", "Moderation").
+    group: str | None = None
+    #: Not to be listed to a user who does not hold it (a surprise); pages check it.
+    hidden: bool = False
 
     def __init__(self) -> None:
         self.levels = tuple(
@@ -77,6 +95,25 @@ class Badge:
     def freeze(self, **state: Any) -> dict[str, Any] | Awaitable[dict[str, Any]]:
         """Capture, at event time, the state a deferred `award()` will be given later."""
         return state
+
+    def progress(self, **state: Any) -> Progress | Awaitable[Progress | None] | None:
+        """How far the user in `state["user"]` is toward the next level not held, or None;
+        optional: `progress_for()` skips the badges that do not define it."""
+        return None
+
+    @property
+    def has_progress(self) -> bool:
+        """Does this badge define `progress()`?"""
+        return type(self).progress is not Badge.progress
+
+    def image_of(self, level: int) -> str | None:
+        """The image of a 1-indexed level: its own, else the badge's."""
+        image = self.detail(level).image
+        return self.image if image is None else image
+
+    def points_of(self, level: int) -> int:
+        """The points of a 1-indexed level."""
+        return self.detail(level).points
 
     def detail(self, level: int) -> BadgeDetail:
         """The `BadgeDetail` of a 1-indexed level."""
@@ -179,8 +216,17 @@ def check_definition(cls: object) -> None:
         raise BadgeDefinitionError(
             f"{name}.levels has {len(cls.levels)} levels; the limit is {MAX_LEVELS}."
         )
+    for position, level in enumerate(cls.levels, start=1):
+        if isinstance(level, BadgeDetail):
+            _check_detail(name, position, level)
     _check_list(name, "events", cls.events, (str,))
-    for attribute in ("multiple", "deferred", "temporary", "replaces_lower"):
+    for attribute in ("image", "group"):
+        value = getattr(cls, attribute)
+        if value is not None and not (isinstance(value, str) and value.strip()):
+            raise BadgeDefinitionError(
+                f"{name}.{attribute} must be None or a non-empty string; got {value!r}."
+            )
+    for attribute in ("multiple", "deferred", "temporary", "replaces_lower", "hidden"):
         value = getattr(cls, attribute)
         if not isinstance(value, bool):
             raise BadgeDefinitionError(f"{name}.{attribute} must be True or False; got {value!r}.")
@@ -206,6 +252,20 @@ def check_definition(cls: object) -> None:
         )
     if cls.award is Badge.award:
         raise BadgeDefinitionError(f"{name} does not define award(self, **state).")
+
+
+def _check_detail(name: str, position: int, detail: BadgeDetail) -> None:
+    points, image = detail.points, detail.image
+    if not isinstance(points, int) or isinstance(points, bool) or points < 0:
+        raise BadgeDefinitionError(
+            f"{name}.levels[{position - 1}] ({detail.name!r}) has points={points!r}; points "
+            "must be a whole number, 0 or more."
+        )
+    if image is not None and not (isinstance(image, str) and image.strip()):
+        raise BadgeDefinitionError(
+            f"{name}.levels[{position - 1}] ({detail.name!r}) has image={image!r}; an image "
+            "must be None or a non-empty string."
+        )
 
 
 def _check_list(name: str, attribute: str, value: object, kinds: tuple[type, ...]) -> None:

@@ -123,7 +123,8 @@ class InvalidStateError(AbadgesError):
 
 class InvalidAwardError(AbadgesError):
     """Raised when a badge's `award()` returns something other than `BadgeAwarded` or
-    `None`. Nothing is recorded for that badge."""
+    `None` (nothing is recorded for that badge), or its `progress()` something other than
+    `Progress` or `None`."""
 
 
 class InvalidLevelError(AbadgesError):

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import anyio
 import databases
 
+from . import presentation
 from ._connection import NOT_CONNECTED, Connection
 from ._utils import import_from_string, maybe_await, shorten, storable
 from .awarding import AwardCallback, AwardFlow, Outcome, award_key, event_award_key, freeze
@@ -40,8 +41,10 @@ from .exceptions import (
 )
 from .jobs import Job, dumps, loads
 from .queue import JobQueue
+from .standings import BadgeProgress, BadgeStats, RankBy, Standing
 from .storage import open_store
 from .storage.base import Change, MigrationStatus, NewAward, Settlement, Store
+from .storage.totals import Totals
 from .tables import MAX_BY_LENGTH, MAX_REASON_LENGTH
 from .users import IDENTITY_TYPES, UserRef, identify, identify_known
 
@@ -355,6 +358,64 @@ class BadgeRegistry:
             for slug, badge in self._badges.items()
         }
 
+    # Presentation: progress, rarity, leaderboards ----------------------------------------------
+
+    async def progress_for(
+        self, user: Any, slug: str | None = None, **state: Any
+    ) -> dict[str, BadgeProgress]:
+        """How far `user` is toward the next level of each badge that defines `progress()`
+        (of badge `slug` only, if given): `{slug: BadgeProgress}`. `progress(user=user,
+        **state)` is called for each; a badge whose `progress()` gives None is left out."""
+        chosen = self._badges.values() if slug is None else [self.get_badge(slug)]
+        held = await self.awards_for(user)
+        return await presentation.progress_for(chosen, held, {**state, "user": user})
+
+    async def stats(self, total_users: int | None = None) -> list[BadgeStats]:
+        """A `BadgeStats` for each level of each registered badge, in the order they were
+        registered: its holders, and their share of the users who hold any badge (or of
+        `total_users`, the site's users, when given)."""
+        everyone = presentation.check_total_users(total_users)
+        with self._call() as connection:
+            return await presentation.stats(self._badges, Totals(connection.store), everyone)
+
+    async def leaderboard(
+        self,
+        limit: int = 10,
+        offset: int = 0,
+        *,
+        by: RankBy = "points",
+        slug: str | None = None,
+        since: datetime.datetime | None = None,
+    ) -> list[Standing]:
+        """The users with the most points (or, `by="awards"`, awards), of every badge or of
+        badge `slug`, held now or, with `since`, awarded since then; a page at a time. Ties
+        share a rank (1, 2, 2, 4) and are listed by user id."""
+        _check_page("leaderboard", limit, offset)
+        rank_by = presentation.check_rank_by("leaderboard", by)
+        after = presentation.check_since("leaderboard", since)
+        if slug is not None:
+            self.get_badge(slug)
+        with self._call() as connection:
+            return await Totals(connection.store).leaderboard(limit, offset, rank_by, slug, after)
+
+    async def standing(
+        self,
+        user: Any,
+        *,
+        by: RankBy = "points",
+        slug: str | None = None,
+        since: datetime.datetime | None = None,
+    ) -> Standing | None:
+        """`user`'s place on the leaderboard that `leaderboard()` gives with the same
+        arguments, or None when the user holds nothing there."""
+        rank_by = presentation.check_rank_by("standing", by)
+        after = presentation.check_since("standing", since)
+        if slug is not None:
+            self.get_badge(slug)
+        user_id = self._identify(user)
+        with self._call() as connection:
+            return await Totals(connection.store).standing(user_id, rank_by, slug, after)
+
     async def grant(
         self,
         user: Any,
@@ -389,6 +450,7 @@ class BadgeRegistry:
             _checked_text("by", by, MAX_BY_LENGTH),
             _checked_text("reason", reason, MAX_REASON_LENGTH),
             badge.expires_at(at),
+            badge.points_of(level),
         )
         with self._call() as connection:
             if badge.settles:

@@ -10,7 +10,7 @@ from sqlalchemy.dialects import mysql
 from .base import MAX_SLUG_LENGTH
 from .users import MAX_USER_ID_LENGTH
 
-__all__ = ["awards", "backfills", "history", "metadata"]
+__all__ = ["awards", "backfills", "history", "level_counts", "metadata", "totals"]
 
 #: Length of the key that tells the awards of a `multiple` badge apart (a UUID in hex).
 AWARD_KEY_LENGTH = 64
@@ -60,9 +60,13 @@ awards = sa.Table(
     sa.Column("granted_by", _text(MAX_BY_LENGTH), nullable=True),
     sa.Column("reason", _text(MAX_REASON_LENGTH), nullable=True),
     sa.Column("expires_at", _datetime(), nullable=True),
+    # The level's `BadgeDetail.points` when it was awarded, which leaderboards add up.
+    sa.Column("points", sa.Integer(), nullable=False, server_default="1"),
     sa.UniqueConstraint("user_id", "slug", "level", "award_key", name="abadges_awards_once"),
     sa.Index("abadges_awards_user", "user_id", "awarded_at"),
     sa.Index("abadges_awards_holders", "slug", "level", "awarded_at"),
+    # For leaderboards `since` a time (revision 0006).
+    sa.Index("abadges_awards_time", "awarded_at"),
     # For the periodic job that moves expired awards to the history (revision 0004).
     sa.Index(
         "abadges_awards_expiry",
@@ -120,3 +124,36 @@ backfills = sa.Table(
 )
 """The checkpoints of backfills: where a run stopped, so that running it again resumes there.
 A row is deleted when its run ends."""
+
+
+totals = sa.Table(
+    "abadges_totals",
+    metadata,
+    sa.Column("user_id", _text(MAX_USER_ID_LENGTH), primary_key=True),
+    # A badge's slug, or "" for all the user's badges.
+    sa.Column("slug", _text(MAX_SLUG_LENGTH), primary_key=True),
+    sa.Column("points", sa.BigInteger(), nullable=False),
+    sa.Column("awards", sa.BigInteger(), nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+"""Each user's points and number of awards not revoked, per badge and in all: kept by the
+database's triggers on the awards table (revision 0006), in the transaction of each change."""
+# A leaderboard's order: most first, ties by user id.
+sa.Index("abadges_totals_points", totals.c.slug, totals.c.points.desc(), totals.c.user_id)
+sa.Index("abadges_totals_awards", totals.c.slug, totals.c.awards.desc(), totals.c.user_id)
+
+
+level_counts = sa.Table(
+    "abadges_level_counts",
+    metadata,
+    sa.Column("slug", _text(MAX_SLUG_LENGTH), primary_key=True),
+    sa.Column("level", sa.SmallInteger(), primary_key=True),
+    # Concurrent awards of one level add to different rows (by a hash of the user id), so that
+    # they do not wait for each other's commit; the count is the sum of the shards.
+    sa.Column("shard", sa.SmallInteger(), primary_key=True),
+    sa.Column("awards", sa.BigInteger(), nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+"""How many awards not revoked each badge level has: kept by the same triggers as `totals`."""

@@ -34,6 +34,7 @@ from tests.support.badges import RankBadge, ThanksBadge
 UTC = datetime.UTC
 START = datetime.datetime(2024, 1, 1, tzinfo=UTC)
 DAY = datetime.timedelta(days=1)
+ABADGES_TABLES = set(metadata.tables)
 
 
 @pytest.fixture
@@ -132,18 +133,13 @@ async def migrate_at_once(registries: list[BadgeRegistry]) -> None:
 
 async def test_migrate_creates_the_schema_of_tables_py(empty_url: str) -> None:
     async with connected(empty_url).lifespan() as registry:
-        assert await registry.migration_status() == MigrationStatus(current=None, head="0005")
+        assert await registry.migration_status() == MigrationStatus(current=None, head="0006")
         await registry.migrate()
         status = await registry.migration_status()
-        assert (status.current, status.is_current) == ("0005", True)
+        assert (status.current, status.is_current) == ("0006", True)
         [award] = await registry.possibly_award_badge("ranked", user="ana", level=2)
         assert await registry.awards_for("ana") == [award]
-    assert await tables(empty_url) == {
-        "abadges_awards",
-        "abadges_history",
-        "abadges_backfills",
-        VERSION_TABLE,
-    }
+    assert await tables(empty_url) == {*ABADGES_TABLES, VERSION_TABLE}
     assert await schema_differences(empty_url) == []
 
 
@@ -162,12 +158,12 @@ async def test_a_first_wave_database_upgrades_in_place(empty_url: str) -> None:
             values = {"user_id": user, "slug": slug, "level": level, "award_key": key}
             await database.execute(FIRST_WAVE.insert().values(awarded_at=at, **values))
     async with connected(empty_url).lifespan() as registry:
-        assert await registry.migration_status() == MigrationStatus(current=None, head="0005")
+        assert await registry.migration_status() == MigrationStatus(current=None, head="0006")
     assert await tables(empty_url) == {"abadges_awards"}
 
     async with connected(empty_url).lifespan() as registry:
         await registry.migrate()
-        assert await registry.migration_status() == MigrationStatus(current="0005", head="0005")
+        assert await registry.migration_status() == MigrationStatus(current="0006", head="0006")
         found = {
             user: [(a.slug, a.level, a.awarded_at) for a in await registry.awards_for(user)]
             for user in ("ana", "bo")
@@ -186,12 +182,7 @@ async def test_a_first_wave_database_upgrades_in_place(empty_url: str) -> None:
         assert await registry.possibly_award_badge("ranked", user="ana", level=1) == []
         [new] = await registry.possibly_award_badge("ranked", user="ana", level=2)
         assert new.id > len(rows)
-    assert await tables(empty_url) == {
-        "abadges_awards",
-        "abadges_history",
-        "abadges_backfills",
-        VERSION_TABLE,
-    }
+    assert await tables(empty_url) == {*ABADGES_TABLES, VERSION_TABLE}
     assert await schema_differences(empty_url) == []
 
 
@@ -273,13 +264,17 @@ async def test_a_first_wave_table_missing_an_index_gets_it(empty_url: str) -> No
     assert differences == {
         ("add_table", "abadges_history"),
         ("add_table", "abadges_backfills"),
+        ("add_table", "abadges_totals"),
+        ("add_table", "abadges_level_counts"),
         *[("add_index", f"abadges_history_{i}") for i in ("user", "badge")],
+        *[("add_index", f"abadges_totals_{i}") for i in ("points", "awards")],
         *[
             ("add_column", c)
-            for c in ("revoked_at", "source", "granted_by", "reason", "expires_at")
+            for c in ("revoked_at", "source", "granted_by", "reason", "expires_at", "points")
         ],
         ("add_index", "abadges_awards_holders"),
         ("add_index", "abadges_awards_expiry"),
+        ("add_index", "abadges_awards_time"),
     }
     async with connected(empty_url).lifespan() as registry:
         await registry.create_tables()  # The alias of migrate().
@@ -318,7 +313,7 @@ async def test_downgrade_to_base_removes_the_table(empty_url: str) -> None:
         await engine.dispose()
     assert await tables(empty_url) == {VERSION_TABLE}
     async with connected(empty_url).lifespan() as registry:
-        assert await registry.migration_status() == MigrationStatus(current=None, head="0005")
+        assert await registry.migration_status() == MigrationStatus(current=None, head="0006")
 
 
 @pytest.mark.parametrize(

@@ -156,7 +156,13 @@ async def test_create_tables_is_idempotent(populated: BadgeRegistry) -> None:
 
 
 def test_metadata_describes_the_awards_table() -> None:
-    assert list(metadata.tables) == ["abadges_awards", "abadges_history", "abadges_backfills"]
+    assert list(metadata.tables) == [
+        "abadges_awards",
+        "abadges_history",
+        "abadges_backfills",
+        "abadges_totals",
+        "abadges_level_counts",
+    ]
     assert [c.name for c in awards.columns] == [
         "id",
         "user_id",
@@ -169,6 +175,7 @@ def test_metadata_describes_the_awards_table() -> None:
         "granted_by",
         "reason",
         "expires_at",
+        "points",
     ]
     [unique] = [
         c

@@ -38,6 +38,8 @@ class NewAward:
     granted_by: str | None = None
     reason: str | None = None
     expires_at: datetime.datetime | None = None
+    #: The level's `BadgeDetail.points`, which the totals add up.
+    points: int = 1
 
 
 @dataclasses.dataclass
@@ -783,6 +785,7 @@ COLUMNS = (
     "granted_by",
     "reason",
     "expires_at",
+    "points",
 )
 #: What the inserts of PostgreSQL and SQLite return: the id and the unique constraint's columns.
 RETURNING = "RETURNING id, user_id, slug, level, award_key"
@@ -795,7 +798,7 @@ _POOL_OPTIONS = frozenset({"min_size", "max_size", "pool_recycle"})
 KEYS_PER_QUERY = 300
 
 #: The columns that revisions after the first added: a database without them is not migrated.
-ADDED_COLUMNS = ("revoked_at", "source", "granted_by", "reason", "expires_at")
+ADDED_COLUMNS = ("revoked_at", "source", "granted_by", "reason", "expires_at", "points")
 
 
 def held(now: datetime.datetime) -> sa.ColumnElement[bool]:

@@ -23,7 +23,7 @@ MIGRATION_LOCK = 0x61626164676573
 # returns: one statement, one round trip, one transaction.
 _ROWS = (
     "rows AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::timestamptz[], "
-    "$5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[]) "
+    "$5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::int4[]) "
     f"AS r({', '.join(COLUMNS)}))"
 )
 _NEW = (
@@ -50,7 +50,7 @@ INSERT_REPLACING_EXPIRED = (
     f"WITH {_ROWS}, "
     f"expired AS (DELETE FROM {awards.name} a USING rows r WHERE a.user_id = r.user_id "
     "AND a.slug = r.slug AND a.level = r.level AND a.award_key = '' AND r.award_key = '' "
-    "AND r.expires_at IS NOT NULL AND a.revoked_at IS NULL AND a.expires_at <= $10 "
+    "AND r.expires_at IS NOT NULL AND a.revoked_at IS NULL AND a.expires_at <= $11 "
     "RETURNING a.id, a.user_id, a.slug, a.level, a.award_key, a.awarded_at, a.source, "
     "a.granted_by, a.reason, a.expires_at), "
     f"{_NEW.format(where='WHERE (SELECT count(*) FROM expired) >= 0 ')}, "

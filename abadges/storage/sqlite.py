@@ -174,6 +174,7 @@ def _values(award: NewAward) -> tuple[object, ...]:
         award.granted_by,
         award.reason,
         expires_at,
+        award.points,
     )
 
 
