@@ -11,7 +11,7 @@ import datetime
 import json
 import re
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from abadges import (
     Award,
@@ -218,6 +218,7 @@ async def badge_stats() -> list[dict[str, Any]]:
             "latest_awarded_at": _time(s.latest_awarded_at),
         }
         for s in await badges.stats(total_users=members)
+        if not badges.get_badge(s.slug).hidden
     ]
 
 
@@ -230,7 +231,9 @@ async def leaderboard(
     Each parameter is every value the query string gives it."""
     page = _query_number("limit", limit, LEADERBOARD_PAGE, 1, MAX_LEADERBOARD_PAGE)
     start = _query_number("offset", offset, 0, 0, MAX_OFFSET)
-    order = _query_choice("by", by, LEADERBOARD_ORDERS) or LEADERBOARD_ORDERS[0]
+    order: Literal["points", "awards"] = (
+        "awards" if _query_choice("by", by, LEADERBOARD_ORDERS) == "awards" else "points"
+    )
     slug = _query_choice("badge", badge, sorted(listed_badges()))
     standings = await badges.leaderboard(page, start, by=order, slug=slug)
     return {

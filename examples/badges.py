@@ -43,10 +43,12 @@ class PointsBadge(Badge):
         return BadgeAwarded(level=passed) if passed else None
 
     def progress(self, **state: Any) -> Progress | None:
-        # `level` is the highest level the user holds: the next one's threshold is the target.
-        if state["level"] >= len(self.thresholds):
-            return None
-        return Progress(state["user"].points, self.thresholds[state["level"]])
+        # Toward the first threshold not passed, shown as "4,000 / 5,000 points".
+        points = state["user"].points
+        for threshold in self.thresholds:
+            if points <= threshold:
+                return Progress(points, threshold)
+        return None  # Past Gold's: nothing left.
 
 
 @badges.register
