@@ -43,6 +43,11 @@ async def user_history(request: web.Request) -> web.Response:
     return web.json_response(history)
 
 
+@routes.get("/users/{id}/progress")
+async def user_progress(request: web.Request) -> web.Response:
+    return web.json_response(await api.user_progress(request.match_info["id"]))
+
+
 @routes.post("/users/{id}/grants")
 async def grant(request: web.Request) -> web.Response:
     granted = await api.grant(request.match_info["id"], await request.read())
@@ -57,6 +62,23 @@ async def revoke(request: web.Request) -> web.Response:
 @routes.get("/badges")
 async def badge_list(request: web.Request) -> web.Response:
     return web.json_response(await api.badge_list())
+
+
+@routes.get("/badges/stats")
+async def badge_stats(request: web.Request) -> web.Response:
+    return web.json_response(await api.badge_stats())
+
+
+@routes.get("/leaderboard")
+async def leaderboard(request: web.Request) -> web.Response:
+    query = request.query
+    board = await api.leaderboard(
+        query.getall("limit", []),
+        query.getall("offset", []),
+        query.getall("by", []),
+        query.getall("badge", []),
+    )
+    return web.json_response(board)
 
 
 @routes.get("/badges/{slug}/{level}")

@@ -10,13 +10,15 @@ import contextlib
 import datetime
 import json
 import re
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
 
 from abadges import (
     Award,
     AwardChange,
+    Badge,
     BadgeNotRegisteredError,
+    BadgeProgress,
     InvalidLevelError,
     QueueUnavailableError,
     badges,
@@ -34,6 +36,10 @@ MAX_HISTORY_PAGE = 100
 MAX_OFFSET = 1_000_000
 #: What the body of a grant or a revocation may hold; only "badge" is required.
 CHANGE_FIELDS = ("badge", "level", "by", "reason")
+#: The leaderboard's page: `limit` by default, and at most; what it may be ordered by.
+LEADERBOARD_PAGE = 10
+MAX_LEADERBOARD_PAGE = 100
+LEADERBOARD_ORDERS = ("points", "awards")
 
 
 class HTTPError(Exception):
@@ -126,8 +132,8 @@ async def revoke(user_id: str, body: bytes) -> dict[str, Any]:
 
 
 async def badge_list() -> list[dict[str, Any]]:
-    """`GET /badges`: every badge, each level with its name, description and award count;
-    `expires_after` is in seconds."""
+    """`GET /badges`: every badge, hidden ones included, each level with its name,
+    description, image, points and award count; `expires_after` is in seconds."""
     counts = await badges.award_counts()
     listing = []
     for slug, badge in badges.registered.items():
@@ -139,12 +145,16 @@ async def badge_list() -> list[dict[str, Any]]:
                     "level": level,
                     "name": detail.name,
                     "description": detail.description,
+                    "image": badge.image_of(level),
+                    "points": detail.points,
                     "awarded": awarded,
                 }
             )
         listing.append(
             {
                 "slug": slug,
+                "group": badge.group,
+                "hidden": badge.hidden,
                 "multiple": badge.multiple,
                 "deferred": badge.deferred,
                 "temporary": badge.temporary,
@@ -174,6 +184,92 @@ async def badge_holders(slug: str, level: str) -> dict[str, Any]:
         "description": detail.description,
         "holders": [{"user": a.user_id, "awarded_at": a.awarded_at.isoformat()} for a in holders],
     }
+
+
+async def user_progress(user_id: str) -> dict[str, Any]:
+    """`GET /users/{id}/progress`: how far the user is toward the next level of each badge
+    that measures it (`current` of `target`, in the badge's `unit`; `fraction` from 0 to 1).
+    A hidden badge is left out until the user holds it."""
+    user = await store.load_user(_user_id(user_id))
+    progress = await badges.progress_for(user)
+    return {
+        "user": user.id,
+        "progress": [
+            _progress(p)
+            for p in progress.values()
+            if p.level > 0 or not badges.get_badge(p.slug).hidden
+        ],
+    }
+
+
+async def badge_stats() -> list[dict[str, Any]]:
+    """`GET /badges/stats`: for each level of every listed badge (hidden ones are left out),
+    how many users hold it, their `share` of the site's members (0 to 1), and when it was
+    first and last awarded (or `null`)."""
+    members = await store.count_members()
+    return [
+        {
+            "slug": s.slug,
+            "level": s.level,
+            "name": s.name,
+            "holders": s.holders,
+            "share": s.share,
+            "first_awarded_at": _time(s.first_awarded_at),
+            "latest_awarded_at": _time(s.latest_awarded_at),
+        }
+        for s in await badges.stats(total_users=members)
+        if not badges.get_badge(s.slug).hidden
+    ]
+
+
+async def leaderboard(
+    limit: list[str], offset: list[str], by: list[str], badge: list[str]
+) -> dict[str, Any]:
+    """`GET /leaderboard?limit=10&offset=0&by=points&badge=slug`: users ranked by the points
+    of their badges (`by=points`, each level's `BadgeDetail.points`) or by how many they hold
+    (`by=awards`), of one listed badge if `badge` is given. Ties share a rank (1, 2, 2, 4).
+    Each parameter is every value the query string gives it."""
+    page = _query_number("limit", limit, LEADERBOARD_PAGE, 1, MAX_LEADERBOARD_PAGE)
+    start = _query_number("offset", offset, 0, 0, MAX_OFFSET)
+    order: Literal["points", "awards"] = (
+        "awards" if _query_choice("by", by, LEADERBOARD_ORDERS) == "awards" else "points"
+    )
+    slug = _query_choice("badge", badge, sorted(listed_badges()))
+    standings = await badges.leaderboard(page, start, by=order, slug=slug)
+    return {
+        "by": order,
+        "badge": slug,
+        "limit": page,
+        "offset": start,
+        "standings": [
+            {"rank": s.rank, "user": s.user_id, "points": s.points, "awards": s.awards}
+            for s in standings
+        ],
+    }
+
+
+def listed_badges() -> dict[str, Badge]:
+    """The badges shown to everyone, by slug in registration order: all but the hidden ones."""
+    return {slug: badge for slug, badge in badges.registered.items() if not badge.hidden}
+
+
+def _progress(progress: BadgeProgress) -> dict[str, Any]:
+    badge = badges.get_badge(progress.slug)
+    return {
+        "slug": progress.slug,
+        "level": progress.level,
+        "next_level": progress.next_level,
+        "name": None if progress.next_level is None else badge.detail(progress.next_level).name,
+        # The example's badges name the unit they count in; abadges does not need one.
+        "unit": getattr(badge, "unit", None),
+        "current": progress.current,
+        "target": progress.target,
+        "fraction": progress.fraction,
+    }
+
+
+def _time(at: datetime.datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
 
 
 def _award(award: Award) -> dict[str, Any]:
@@ -268,6 +364,18 @@ def _query_number(name: str, values: list[str], default: int, lowest: int, highe
             400, f"{name} must be a whole number from {lowest} to {highest:,}; got {text[:80]!r}."
         )
     return int(text)
+
+
+def _query_choice(name: str, values: list[str], choices: Sequence[str]) -> str | None:
+    if not values:
+        return None
+    if len(values) > 1:
+        raise HTTPError(400, f"{name} must be given once; got it {len(values)} times.")
+    [text] = values
+    if text not in choices:
+        listed = ", ".join(repr(choice) for choice in choices)
+        raise HTTPError(400, f"{name} must be one of {listed}; got {text[:80]!r}.")
+    return text
 
 
 KINDS = {int: "a whole number", str: "a string"}

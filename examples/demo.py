@@ -155,9 +155,16 @@ async def play(demo: Demo) -> None:
                 f"  {badge['slug']:<9}{level['name']:<10}{level['description']:<32}"
                 f"awarded {level['awarded']}, to {', '.join(dict.fromkeys(holders)) or 'no one'}"
             )
-    board = await client.get("/")
-    rows = board.text.count("<tr>") - 1
-    print(f"\nGET / serves the same as an HTML badge board: {board.status_code}, {rows} rows.")
+    print("\nThe leaderboard, by the points of the badges held (GET /leaderboard):")
+    for standing in (await get(client, "/leaderboard"))["standings"]:
+        count = f"{standing['awards']} badge" + ("" if standing["awards"] == 1 else "s")
+        print(f"  {standing['rank']} {standing['user']:<4}{standing['points']:>4} points, {count}")
+    catalogue = await client.get("/")
+    levels = catalogue.text.count('class="card level ')
+    print(
+        f"GET / serves the badge catalogue as HTML: {catalogue.status_code}, {levels} levels "
+        "(the hidden Windfall left out)."
+    )
 
     print("\nBy hand, as a moderator would (a real site puts these behind its own auth):")
     grant = {"badge": "addict", "by": "mod:7", "reason": "Missed 2024-05-15: the site was down"}

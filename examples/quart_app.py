@@ -41,6 +41,11 @@ async def user_history(id: str) -> dict[str, Any]:
     return await api.user_history(id, args.getlist("limit"), args.getlist("offset"))
 
 
+@app.get("/users/<id>/progress")
+async def user_progress(id: str) -> dict[str, Any]:
+    return await api.user_progress(id)
+
+
 @app.post("/users/<id>/grants")
 async def grant(id: str) -> ResponseReturnValue:
     granted = await api.grant(id, await request.body)
@@ -55,6 +60,19 @@ async def revoke(id: str) -> dict[str, Any]:
 @app.get("/badges")
 async def badge_list() -> list[dict[str, Any]]:
     return await api.badge_list()
+
+
+@app.get("/badges/stats")
+async def badge_stats() -> list[dict[str, Any]]:
+    return await api.badge_stats()
+
+
+@app.get("/leaderboard")
+async def leaderboard() -> dict[str, Any]:
+    args = request.args
+    return await api.leaderboard(
+        args.getlist("limit"), args.getlist("offset"), args.getlist("by"), args.getlist("badge")
+    )
 
 
 @app.get("/badges/<slug>/<level>")

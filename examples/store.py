@@ -69,6 +69,29 @@ async def visit_days(user_id: str, first: datetime.date, last: datetime.date) ->
     return {_date(row[0]) for row in await badges.database.fetch_all(query)}
 
 
+async def visit_streak(user_id: str, longest: int) -> int:
+    """How many days in a row, up to `longest`, the user visited, ending on the latest visit."""
+    query = (
+        sa.select(visits.c.day)
+        .where(visits.c.user_id == user_id)
+        .order_by(visits.c.day.desc())
+        .limit(longest)
+    )
+    days = [_date(row[0]) for row in await badges.database.fetch_all(query)]
+    streak = 0
+    for n, day in enumerate(days):
+        if day != days[0] - datetime.timedelta(days=n):
+            break
+        streak += 1
+    return streak
+
+
+async def count_members() -> int:
+    """How many users the site knows: those with points and those who visited."""
+    known = sa.union(sa.select(users.c.id), sa.select(visits.c.user_id)).subquery()
+    return int(await badges.database.fetch_val(sa.select(sa.func.count()).select_from(known)))
+
+
 async def create_tables() -> None:
     """Create abadges' awards table and the example's tables if they do not exist."""
     await badges.create_tables()

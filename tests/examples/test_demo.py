@@ -40,7 +40,11 @@ Every badge (GET /badges):
   addict   Addict    Visited every day for 30 days   awarded 1, to bob
   weekly   This week Visited in the last 7 days      awarded 2, to cy, bob
 
-GET / serves the same as an HTML badge board: 200, 6 rows.
+The leaderboard, by the points of the badges held (GET /leaderboard):
+  1 ana  105 points, 7 badges
+  2 bob   32 points, 2 badges
+  3 cy     2 points, 1 badge
+GET / serves the badge catalogue as HTML: 200, 5 levels (the hidden Windfall left out).
 
 By hand, as a moderator would (a real site puts these behind its own auth):
   POST /users/cy/grants addict -> Addict, manual

@@ -7,86 +7,25 @@ worker is `arq abadges.worker.Settings` with `ABADGES_BADGES=examples.badges`.
 from __future__ import annotations
 
 import collections
-import contextlib
 import datetime
-import os
+import html.parser
 import pathlib
-from collections.abc import AsyncIterator
+import re
 from typing import Any
 
 import anyio
 import httpx
 import pytest
 import redis.asyncio
-import uvicorn
-from aiohttp.test_utils import TestServer
 
 from abadges import badges
 from abadges.tables import awards, history
 from abadges.testing import free_port
-from examples import aiohttp_app, quart_app, starlette_app, store
+from examples import store
 from tests.support import award_jobs, worker
+from tests.support.example_site import FRAMEWORKS, call, serve
 
-ROOT = pathlib.Path(__file__).parents[2]
-FRAMEWORKS = ["starlette", "quart", "aiohttp"]
 FIRST_DAY = datetime.date(2024, 5, 1)
-
-
-@pytest.fixture
-async def site_env(
-    database_url: str, redis_url: str, queue_name: str, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, str]:
-    """Empty example tables in `database_url`; the environment of the app and the worker."""
-    monkeypatch.setenv("ABADGES_DATABASE_URL", database_url)
-    monkeypatch.setenv("ABADGES_REDIS_URL", redis_url)
-    monkeypatch.setenv("ABADGES_QUEUE_NAME", queue_name)
-    async with badges.lifespan():
-        await store.create_tables()
-        for table in (awards, history, store.users, store.visits):
-            await badges.database.execute(table.delete())
-    return {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "ABADGES_BADGES": "examples.badges",
-        "ABADGES_USER_LOADER": "examples.store:load_user",
-    }
-
-
-@contextlib.asynccontextmanager
-async def serve(framework: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The framework's example app on a real port, lifespan included; a client for it."""
-    if framework == "aiohttp":
-        server = TestServer(aiohttp_app.create_app(), host="127.0.0.1")
-        await server.start_server()
-        try:
-            async with httpx.AsyncClient(base_url=str(server.make_url(""))) as client:
-                yield client
-        finally:
-            await server.close()
-        return
-    app = starlette_app.app if framework == "starlette" else quart_app.app
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    uvicorn_server = uvicorn.Server(config)
-    async with anyio.create_task_group() as task_group:
-        task_group.start_soon(uvicorn_server.serve)
-        with anyio.fail_after(10):
-            while not uvicorn_server.started:  # noqa: ASYNC110 - uvicorn offers no event.
-                await anyio.sleep(0.02)
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                yield client
-        finally:
-            uvicorn_server.should_exit = True
-
-
-async def call(
-    client: httpx.AsyncClient, method: str, path: str, body: Any = None, status: int = 200
-) -> Any:
-    response = await client.request(method, path, json=body)
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    return response.json()
 
 
 async def slugs_held(client: httpx.AsyncClient, user: str) -> list[str]:
@@ -195,6 +134,8 @@ async def test_the_app_awards_inline_and_deferred_badges(
         assert await call(client, "GET", "/badges") == [
             {
                 "slug": "points",
+                "group": "Points",
+                "hidden": False,
                 "multiple": False,
                 "deferred": False,
                 "temporary": False,
@@ -205,19 +146,32 @@ async def test_the_app_awards_inline_and_deferred_badges(
                         "level": 1,
                         "name": "Bronze",
                         "description": "Over 5,000 points",
+                        "image": "/static/badges/points.svg",
+                        "points": 10,
                         "awarded": 1,
                     },
                     {
                         "level": 2,
                         "name": "Silver",
                         "description": "Over 7,500 points",
+                        "image": "/static/badges/points.svg",
+                        "points": 25,
                         "awarded": 1,
                     },
-                    {"level": 3, "name": "Gold", "description": "Over 10,000 points", "awarded": 1},
+                    {
+                        "level": 3,
+                        "name": "Gold",
+                        "description": "Over 10,000 points",
+                        "image": "/static/badges/points.svg",
+                        "points": 50,
+                        "awarded": 1,
+                    },
                 ],
             },
             {
                 "slug": "windfall",
+                "group": "Points",
+                "hidden": True,
                 "multiple": True,
                 "deferred": False,
                 "temporary": False,
@@ -228,12 +182,16 @@ async def test_the_app_awards_inline_and_deferred_badges(
                         "level": 1,
                         "name": "Windfall",
                         "description": "1,000 points or more at once",
+                        "image": "/static/badges/windfall.svg",
+                        "points": 5,
                         "awarded": 4,
                     }
                 ],
             },
             {
                 "slug": "addict",
+                "group": "Visits",
+                "hidden": False,
                 "multiple": False,
                 "deferred": True,
                 "temporary": False,
@@ -244,12 +202,16 @@ async def test_the_app_awards_inline_and_deferred_badges(
                         "level": 1,
                         "name": "Addict",
                         "description": "Visited every day for 30 days",
+                        "image": "/static/badges/addict.svg",
+                        "points": 30,
                         "awarded": 1,
                     }
                 ],
             },
             {
                 "slug": "weekly",
+                "group": "Visits",
+                "hidden": False,
                 "multiple": False,
                 "deferred": False,
                 "temporary": False,
@@ -260,6 +222,8 @@ async def test_the_app_awards_inline_and_deferred_badges(
                         "level": 1,
                         "name": "This week",
                         "description": "Visited in the last 7 days",
+                        "image": "/static/badges/weekly.svg",
+                        "points": 2,
                         "awarded": 2,
                     }
                 ],
@@ -283,16 +247,90 @@ async def test_the_app_awards_inline_and_deferred_badges(
         assert [holder["user"] for holder in weekly["holders"]] == ["bob", "cy"]
 
         if framework == "starlette":
-            board = await client.get("/")
-            assert board.headers["content-type"].startswith("text/html")
-            assert board.text.count("<tr>") == 7  # The header and one row per level.
-            assert "<td>Addict</td><td>Visited every day for 30 days</td><td>1</td>" in board.text
+            catalogue = await client.get("/")
+            assert catalogue.headers["content-type"].startswith("text/html")
+            # The hidden windfall is left out; ana, bob and cy are the site's 3 members.
+            assert texts(catalogue.text, "group", "h2") == ["Points", "Visits"]
+            assert texts(catalogue.text, "level", "name") == [
+                "Bronze",
+                "Silver",
+                "Gold",
+                "Addict",
+                "This week",
+            ]
+            assert texts(catalogue.text, "level", "rarity") == [
+                "33% of members",
+                "33% of members",
+                "33% of members",
+                "33% of members",
+                "67% of members",
+            ]
+            assert "Windfall" not in catalogue.text
             # Each holder once, linked to their page.
-            assert '<td>4</td><td><a href="/users/ana">ana</a></td>' in board.text
-            assert (
-                '<td>2</td><td><a href="/users/bob">bob</a>, <a href="/users/cy">cy</a></td>'
-                in board.text
-            )
+            assert texts(catalogue.text, "level", "holders") == [
+                "1 holder: ana",
+                "1 holder: ana",
+                "1 holder: ana",
+                "1 holder: bob",
+                "2 holders: bob, cy",
+            ]
+            assert '<a href="/users/cy">cy</a>' in catalogue.text
+
+
+class Texts(html.parser.HTMLParser):
+    """The text of every element of a page, whitespace collapsed, with its tag and classes."""
+
+    VOID = frozenset({"area", "br", "col", "embed", "hr", "img", "input", "link", "meta", "wbr"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.open: list[tuple[str, list[str], list[str], list[Any]]] = []
+        #: (tag, classes, text, the elements inside) of each top-level element, in order.
+        self.elements: list[Any] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in self.VOID:
+            self.open.append((tag, (dict(attrs).get("class") or "").split(), [], []))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.open:
+            name, classes, parts, inside = self.open.pop()
+            element = (name, classes, " ".join("".join(parts).split()), inside)
+            if self.open:
+                self.open[-1][2].extend(parts)
+                self.open[-1][3].append(element)
+            else:
+                self.elements.append(element)
+            if name == tag:
+                return
+
+    def handle_data(self, data: str) -> None:
+        if self.open:
+            self.open[-1][2].append(data)
+
+
+def texts(page: str, outer: str, inner: str | None = None) -> list[str]:
+    """The text of each element of class `outer` (a tag name also matches), in page order; or
+    of the first element of class `inner` inside each, left out where it has none."""
+
+    def matches(element: Any, name: str) -> bool:
+        return name in element[1] or element[0] == name
+
+    def walk(elements: list[Any]) -> Any:
+        for element in elements:
+            yield element
+            yield from walk(element[3])
+
+    parser = Texts()
+    parser.feed(page)
+    found = []
+    for element in walk(parser.elements):
+        if matches(element, outer):
+            if inner is None:
+                found.append(element[2])
+                continue
+            found.extend([e[2] for e in walk(element[3]) if matches(e, inner)][:1])
+    return found
 
 
 REFUSED = [
@@ -670,7 +708,7 @@ async def test_the_worker_expires_the_weekly_badge_and_a_later_visit_earns_it_ag
         assert actions == ["granted", "expired", "granted"]
 
 
-async def test_the_user_page_shows_the_badges_held_then_the_history_escaped(
+async def test_the_user_page_shows_the_badges_held_progress_then_the_history_escaped(
     site_env: dict[str, str],
 ) -> None:
     async with serve("starlette") as client:
@@ -685,40 +723,234 @@ async def test_the_user_page_shows_the_badges_held_then_the_history_escaped(
             "reason": "Points from a <b>bug</b> & a refund",
         }
         assert await call(client, "POST", "/users/ana/revocations", revoke) == {"revoked": 1}
-        day = (await call(client, "GET", "/users/ana/history"))["changes"][0]["at"][:10]
+        for day in ("2024-05-01", "2024-05-02", "2024-05-03"):
+            await call(client, "POST", "/users/ana/visits", {"day": day})  # This week
+        history = (await call(client, "GET", "/users/ana/history"))["changes"]
+        day = datetime.datetime.fromisoformat(history[0]["at"]).strftime("%-d %b %Y")
 
         page = await client.get("/users/ana")
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
-        assert "<h1>ana</h1>" in page.text
-        held, changes = page.text.split("<h2>History</h2>")
-        assert held.endswith(
-            "<h2>Badges</h2><ul><li>Gold (points, level 3)</li>"
-            "<li>Windfall (windfall, level 1) x 2</li></ul>"
+        assert texts(page.text, "h1") == ["ana"]
+        assert texts(page.text, "summary") == [
+            "7,000 points · #1 on the leaderboard · 62 badge points"
+        ]
+        # Newest first; a badge held twice once, with its count.
+        assert texts(page.text, "held-badge") == [
+            f"This week Earned {day} Held until {next_week(history[0]['at'])}",
+            f"Gold Earned {day}",
+            f"Windfall \u00d72 Latest {day}",
+        ]
+        # Gold is the last level of points: only the visits' streak is left to go.
+        assert texts(page.text, "goal") == ["Addict 3 / 30 days in a row"]
+        [bar] = re.findall(r'<div class="track" (.*?)>\s*<div class="bar" (.*?)>', page.text)
+        assert bar == (
+            'role="progressbar" aria-label="Addict: 3 / 30 days in a row" aria-valuemin="0" '
+            'aria-valuemax="100" aria-valuenow="10"',
+            'style="width: 10%"',
         )
-        listed = changes.removeprefix("<ul>").split("</ul>")[0]
-        items = [item.removesuffix("</li>") for item in listed.split("<li>")[1:]]
-        assert items[:2] == [
-            f"{day}: revoked Bronze (Points from a &lt;b&gt;bug&lt;/b&gt; &amp; a refund)",
-            f"{day}: granted Gold (Ran the help desk)",
+        changes = texts(page.text, "change")
+        assert changes[:3] == [
+            f"{day} Earned This week",
+            f"{day} Taken away Bronze Points from a <b>bug</b> & a refund",
+            f"{day} Earned Gold Ran the help desk",
         ]
-        assert sorted(items[2:]) == [
-            f"{day}: granted Bronze",
-            f"{day}: granted Windfall",
-            f"{day}: granted Windfall",
+        assert sorted(changes[3:]) == [
+            f"{day} Earned Bronze",
+            f"{day} Earned Windfall",
+            f"{day} Earned Windfall",
         ]
+        # Escaped: shown as the text it is, never as markup.
+        assert "Points from a &lt;b&gt;bug&lt;/b&gt; &amp; a refund" in page.text
         assert "<b>" not in page.text
         assert "mod:" not in page.text  # Moderators' ids stay off the page.
 
-        # The board links each holder to their page.
-        board = await client.get("/")
-        assert '<a href="/users/ana">ana</a>' in board.text
-
         nobody = await client.get("/users/nobody")
         assert nobody.status_code == 200
-        assert "<h2>Badges</h2><p>No badges yet.</p><h2>History</h2><p>Nothing yet.</p>" in (
-            nobody.text
-        )
+        assert texts(nobody.text, "summary") == ["0 points"]
+        assert texts(nobody.text, "empty") == ["No badges yet.", "Nothing yet."]
+        # Nobody has begun either: both badges with progress are ahead, from nothing.
+        assert texts(nobody.text, "goal") == [
+            "Bronze 0 / 5,000 points",
+            "Addict 0 / 30 days in a row",
+        ]
+        assert nobody.text.count('style="width: 0%"') == 2
         refused = await client.get("/users/a%20b")
         assert refused.status_code == 400
         assert refused.json()["error"].startswith("User ids are 1 to 64 letters")
+
+
+def next_week(at: str) -> str:
+    moment = datetime.datetime.fromisoformat(at) + datetime.timedelta(days=7)
+    return moment.strftime("%-d %b %Y")
+
+
+def standings_of(board: dict[str, Any]) -> list[tuple[int, str, int, int]]:
+    """(rank, user, points, awards) of each standing of a leaderboard page."""
+    return [(s["rank"], s["user"], s["points"], s["awards"]) for s in board["standings"]]
+
+
+BAD_LEADERBOARDS = [
+    ("limit=0", "limit must be a whole number from 1 to 100; got '0'."),
+    ("limit=101", "limit must be a whole number from 1 to 100; got '101'."),
+    ("limit=ten", "limit must be a whole number from 1 to 100; got 'ten'."),
+    ("offset=-1", "offset must be a whole number from 0 to 1,000,000; got '-1'."),
+    ("by=votes", "by must be one of 'points', 'awards'; got 'votes'."),
+    ("by=", "by must be one of 'points', 'awards'; got ''."),
+    ("by=points&by=awards", "by must be given once; got it 2 times."),
+    ("badge=nope", "badge must be one of 'addict', 'points', 'weekly'; got 'nope'."),
+    # Hidden: its holders are not listed to everyone.
+    ("badge=windfall", "badge must be one of 'addict', 'points', 'weekly'; got 'windfall'."),
+    ("badge=points&badge=weekly", "badge must be given once; got it 2 times."),
+]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+async def test_progress_stats_and_the_leaderboard_over_json(
+    framework: str, site_env: dict[str, str]
+) -> None:
+    async with serve(framework) as client:
+        await call(client, "POST", "/users/ana/points", {"points": 6000})  # Bronze, Windfall
+        await call(client, "POST", "/users/ana/points", {"points": 1000})  # Windfall again
+        for user in ("dan", "eve"):
+            await call(client, "POST", f"/users/{user}/points", {"points": 6000})
+        await call(client, "POST", "/users/cy/points", {"points": 4000})  # Windfall
+        for day in ("2024-05-01", "2024-05-02", "2024-05-04"):
+            await call(client, "POST", "/users/bob/visits", {"day": day})  # This week
+
+        # Progress: toward the next level of points, and the visits' streak (bob's is 1 day:
+        # he missed the 3rd). The windfall has none to show.
+        assert await call(client, "GET", "/users/cy/progress") == {
+            "user": "cy",
+            "progress": [
+                {
+                    "slug": "points",
+                    "level": 0,
+                    "next_level": 1,
+                    "name": "Bronze",
+                    "unit": "points",
+                    "current": 4000,
+                    "target": 5000,
+                    "fraction": 0.8,
+                },
+                {
+                    "slug": "addict",
+                    "level": 0,
+                    "next_level": 1,
+                    "name": "Addict",
+                    "unit": "days in a row",
+                    "current": 0,
+                    "target": 30,
+                    "fraction": 0.0,
+                },
+            ],
+        }
+        ana = (await call(client, "GET", "/users/ana/progress"))["progress"]
+        assert [(p["slug"], p["level"], p["next_level"], p["name"]) for p in ana] == [
+            ("points", 1, 2, "Silver"),
+            ("addict", 0, 1, "Addict"),
+        ]
+        assert (ana[0]["current"], ana[0]["target"]) == (7000, 7500)
+        bob = (await call(client, "GET", "/users/bob/progress"))["progress"]
+        assert [(p["slug"], p["current"], p["target"]) for p in bob] == [
+            ("points", 0, 5000),
+            ("addict", 1, 30),
+        ]
+        # A user with the last level has nothing ahead of it.
+        await call(client, "POST", "/users/dan/points", {"points": 5000})  # Gold, Windfall
+        dan = (await call(client, "GET", "/users/dan/progress"))["progress"]
+        assert [(p["slug"], p["next_level"]) for p in dan] == [("addict", 1)]
+
+        # Stats: the site has 5 members; the hidden windfall is left out.
+        stats = await call(client, "GET", "/badges/stats")
+        assert [(s["slug"], s["level"], s["name"], s["holders"], s["share"]) for s in stats] == [
+            ("points", 1, "Bronze", 3, 0.6),
+            ("points", 2, "Silver", 0, 0.0),
+            ("points", 3, "Gold", 1, 0.2),
+            ("addict", 1, "Addict", 0, 0.0),
+            ("weekly", 1, "This week", 1, 0.2),
+        ]
+        bronze = stats[0]
+        first = datetime.datetime.fromisoformat(bronze["first_awarded_at"])
+        latest = datetime.datetime.fromisoformat(bronze["latest_awarded_at"])
+        assert first.utcoffset() is not None
+        assert first < latest
+        assert (stats[3]["first_awarded_at"], stats[3]["latest_awarded_at"]) == (None, None)
+
+        # The leaderboard: by the points of the badges held (Bronze 10, Silver 25, Gold 50,
+        # Windfall 5, This week 2), ties share a rank and are ordered by user id.
+        assert await call(client, "GET", "/leaderboard") == {
+            "by": "points",
+            "badge": None,
+            "limit": 10,
+            "offset": 0,
+            "standings": [
+                {"rank": 1, "user": "dan", "points": 70, "awards": 4},
+                {"rank": 2, "user": "ana", "points": 20, "awards": 3},
+                {"rank": 3, "user": "eve", "points": 15, "awards": 2},
+                {"rank": 4, "user": "cy", "points": 5, "awards": 1},
+                {"rank": 5, "user": "bob", "points": 2, "awards": 1},
+            ],
+        }
+        await call(client, "POST", "/users/eve/points", {"points": 1000})  # Windfall: 20
+        board = await call(client, "GET", "/leaderboard?by=points")
+        assert [(s[0], s[1]) for s in standings_of(board)] == [
+            (1, "dan"),
+            (2, "ana"),
+            (2, "eve"),
+            (4, "cy"),
+            (5, "bob"),
+        ]
+        by_awards = await call(client, "GET", "/leaderboard?by=awards")
+        assert by_awards["by"] == "awards"
+        assert standings_of(by_awards) == [
+            (1, "dan", 70, 4),
+            (2, "ana", 20, 3),
+            (2, "eve", 20, 3),
+            (4, "bob", 2, 1),
+            (4, "cy", 5, 1),
+        ]
+        paged = await call(client, "GET", "/leaderboard?by=awards&limit=2&offset=2")
+        assert (paged["limit"], paged["offset"]) == (2, 2)
+        assert standings_of(paged) == standings_of(by_awards)[2:4]
+        points = await call(client, "GET", "/leaderboard?badge=points")
+        assert points["badge"] == "points"
+        assert standings_of(points) == [
+            (1, "dan", 60, 2),
+            (2, "ana", 10, 1),
+            (2, "eve", 10, 1),
+        ]
+        assert standings_of(await call(client, "GET", "/leaderboard?badge=addict")) == []
+
+        rows = await stored_rows()
+        for query, message in BAD_LEADERBOARDS:
+            response = await client.get(f"/leaderboard?{query}")
+            assert (response.status_code, response.json()) == (400, {"error": message}), query
+        response = await client.get("/users/a%20b/progress")
+        assert response.status_code == 400
+        assert response.json()["error"].startswith("User ids are 1 to 64 letters")
+        assert await stored_rows() == rows
+
+        if framework == "starlette":
+            # A browser asks for HTML: the same leaderboard, as a page.
+            page = await client.get("/leaderboard?by=awards", headers={"accept": "text/html"})
+            assert page.headers["content-type"].startswith("text/html")
+            assert page.headers["vary"] == "Accept"
+            assert texts(page.text, "standing") == [
+                "1 dan 70 4",
+                "2 ana 20 3",
+                "2 eve 20 3",
+                "4 bob 2 1",
+                "4 cy 5 1",
+            ]
+            assert '<a href="/users/eve">eve</a>' in page.text
+            assert texts(page.text, "pill") == [
+                "Badge points",
+                "Badges held",
+                "All badges",
+                "Points",
+                "Addict",
+                "This week",
+            ]
+            refused = await client.get("/leaderboard?by=x", headers={"accept": "text/html"})
+            assert refused.status_code == 400

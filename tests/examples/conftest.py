@@ -1,0 +1,37 @@
+"""The example site's database and environment, for the tests of the example apps."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+from abadges import badges
+from abadges.tables import awards, metadata
+from examples import store
+
+ROOT = pathlib.Path(__file__).parents[2]
+
+
+@pytest.fixture
+async def site_env(
+    database_url: str, redis_url: str, queue_name: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """Empty example tables in `database_url`; the environment of the app and the worker."""
+    monkeypatch.setenv("ABADGES_DATABASE_URL", database_url)
+    monkeypatch.setenv("ABADGES_REDIS_URL", redis_url)
+    monkeypatch.setenv("ABADGES_QUEUE_NAME", queue_name)
+    async with badges.lifespan():
+        await store.create_tables()
+        # Every table of abadges and the site's. The awards go first: deleting them updates the
+        # totals and level counts that triggers keep, which are emptied after.
+        first = [awards, *(table for table in metadata.sorted_tables if table is not awards)]
+        for table in [*first, store.users, store.visits]:
+            await badges.database.execute(table.delete())
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "ABADGES_BADGES": "examples.badges",
+        "ABADGES_USER_LOADER": "examples.store:load_user",
+    }

@@ -1,0 +1,55 @@
+"""The example apps on a real port, and a JSON call to them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+import uvicorn
+from aiohttp.test_utils import TestServer
+
+from abadges.testing import free_port
+from examples import aiohttp_app, quart_app, starlette_app
+
+FRAMEWORKS = ["starlette", "quart", "aiohttp"]
+
+
+@contextlib.asynccontextmanager
+async def serve(framework: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The framework's example app on a real port, lifespan included; a client for it."""
+    if framework == "aiohttp":
+        server = TestServer(aiohttp_app.create_app(), host="127.0.0.1")
+        await server.start_server()
+        try:
+            async with httpx.AsyncClient(base_url=str(server.make_url(""))) as client:
+                yield client
+        finally:
+            await server.close()
+        return
+    app = starlette_app.app if framework == "starlette" else quart_app.app
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    uvicorn_server = uvicorn.Server(config)
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(uvicorn_server.serve)
+        with anyio.fail_after(10):
+            while not uvicorn_server.started:  # noqa: ASYNC110 - uvicorn offers no event.
+                await anyio.sleep(0.02)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                yield client
+        finally:
+            uvicorn_server.should_exit = True
+
+
+async def call(
+    client: httpx.AsyncClient, method: str, path: str, body: Any = None, status: int = 200
+) -> Any:
+    """The JSON answer to a request, which must have `status`."""
+    response = await client.request(method, path, json=body)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    return response.json()
