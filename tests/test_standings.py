@@ -467,7 +467,7 @@ async def test_an_expiry_chosen_as_a_deadlock_s_victim_runs_again(
     bo's totals), which another transaction holds; that one then waits for ana's: a deadlock,
     which PostgreSQL breaks by rolling back the expiry, the first to wait. With one attempt
     (no retry) the expiry fails with the deadlock, transient; with retries it moves both."""
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     from abadges import is_transient
     from abadges.storage import base as storage_base
@@ -496,7 +496,7 @@ async def test_an_expiry_chosen_as_a_deadlock_s_victim_runs_again(
             group.start_soon(expire)
             try:
                 with anyio.fail_after(10):
-                    while not await other.fetchval(WAITING):  # The expiry waits for bo's row.
+                    while not await other.fetchval(WAITING):  # noqa: ASYNC110 - the server knows
                         await anyio.sleep(0.02)
                 await other.execute(lock, "ana")  # Waits until the expiry is rolled back.
             finally:

@@ -2,7 +2,8 @@
 
 Chromium and chromedriver are Debian's (`apt-get install chromium chromium-driver`); without
 them the test is skipped, except under CI, where it fails. The full-page screenshots go to
-`build/screenshots/`, and to `docs/images/` for the docs.
+`build/screenshots/`; with `ABADGES_UPDATE_DOCS_IMAGES=1` also to `docs/images/`, the docs'
+copies (the pages show today's dates, so a run on another day would change them).
 """
 
 from __future__ import annotations
@@ -169,7 +170,8 @@ def look_at_pages(browser: webdriver.Chrome, base_url: str) -> None:
 
 
 def screenshot(browser: webdriver.Chrome, name: str) -> None:
-    """Save the whole page, not only the window, as `name`.png; copy it to the docs."""
+    """Save the whole page, not only the window, as `name`.png (and, when asked, in the
+    docs)."""
     size = browser.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
     clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
     shot = browser.execute_cdp_cmd(
@@ -178,5 +180,5 @@ def screenshot(browser: webdriver.Chrome, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     path.write_bytes(base64.b64decode(shot["data"]))
-    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, DOCS_IMAGES / path.name)
+    if os.environ.get("ABADGES_UPDATE_DOCS_IMAGES") == "1":
+        shutil.copyfile(path, DOCS_IMAGES / path.name)
