@@ -1,6 +1,6 @@
 """Reads the `json:` lines of one benchmark run (stdin) and prints each target of issue 5 (and
-of issue 14, W4) with the ratio measured in that run, met or not. Exits 1 when an award count
-did not match.
+of issue 14, W4, and issue 15, W5) with the ratio measured in that run, met or not. Exits 1
+when an award count, or one of W5's checks, did not match.
 
     scripts/bench              # runs everything, then this
     .venv/bin/python benchmarks/targets.py < bench.log
@@ -76,6 +76,7 @@ def main() -> int:
             line(f"W3 {result['impl']} {result['database']}: duplicates",
                  f"{duplicated} of {result.get('trials')} trials", None)  # fmt: skip
     backfill(results)
+    leaderboards(results)
     mismatched = [r for r in results if r.get("expected") is not None and not r["ok"]]
     expected_mismatch = [r for r in mismatched if r["impl"] == "pinax-badges"]
     for result in mismatched:
@@ -116,6 +117,35 @@ def backfill(results: list[dict[str, Any]]) -> None:
             (small, low), *_, (large, high) = peaks.items()
             line(f"W4 {database}: peak RSS grows < 10%, {small:,} to {large:,} users",
                  f"{high - low:+.1f} MB ({low} to {high} MB)", high - low < 0.1 * low)  # fmt: skip
+
+
+#: The size W5's target is set at: smaller runs (`--smoke`) are checked, not judged.
+W5_SIZE = 1_000_000
+
+
+def leaderboards(results: list[dict[str, Any]]) -> None:
+    """The targets of issue 15 for W5: each query's p99 under 100 ms on PostgreSQL at
+    1,000,000 awards (the other databases, and smaller sizes, shown beside it); the checks of
+    each database (totals against a recount, pages and standings against a GROUP BY)."""
+    w5 = [r for r in results if r["workload"] == "W5"]
+    if not w5:
+        return
+    print("\nTargets (issue 15), from this run:")
+    for result in w5:
+        database, size = result["database"], result["size"]
+        if result["query"] == "checks":
+            failed = ", ".join(result.get("failed") or []) or result.get("error", "")
+            line(f"W5 {database}, {size:,} awards: every check", failed or "ok", result["ok"])
+        elif "p99_ms" in result:
+            met = result["p99_ms"] < 100 if database == "postgresql" and size >= W5_SIZE else None
+            name = f"W5 {database} {result['query']}"
+            target = " p99 < 100 ms" if met is not None else ""
+            line(f"{name}{target}"[:62], f"{result['p99_ms']} ms (p50 {result['p50_ms']})", met)
+    for result in results:
+        if result["workload"].startswith("W5-write"):
+            name = f"{result['workload']} {result['database']} {result['variant']}"
+            line(f"{name}, round {result['round']}",
+                 f"{result['events_per_s']:,.0f}/s p50 {result['p50_ms']} ms", None)  # fmt: skip
 
 
 if __name__ == "__main__":

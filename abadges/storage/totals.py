@@ -57,10 +57,10 @@ class Totals:
                     rows = await connection.fetch_all(query)
                     if not rows:
                         return []
+                    # No `awards > 0`: a row above has more points (or awards) than one
+                    # held, so it holds something. The count is then a range of one index.
                     above = sa.select(sa.func.count()).where(
-                        totals.c.slug == (slug or ALL),
-                        totals.c.awards > 0,
-                        totals.c[by] > rows[0][by],
+                        totals.c.slug == (slug or ALL), totals.c[by] > rows[0][by]
                     )
                     first = int(await connection.fetch_val(above)) + 1
                     return _ranked(rows, by, offset, first)
@@ -96,9 +96,8 @@ class Totals:
                 row = await connection.fetch_one(mine)
                 if row is None:
                     return None
-                above = sa.select(sa.func.count()).where(
-                    scores.c.awards > 0, scores.c[by] > row[by]
-                )
+                # No `awards > 0`, as in leaderboard(): more than a holder's is held.
+                above = sa.select(sa.func.count()).where(scores.c[by] > row[by])
                 return _standing(row, int(await connection.fetch_val(above)) + 1)
 
     async def holders(self, scopes: Sequence[str | None]) -> dict[str | None, int]:

@@ -57,8 +57,11 @@ def upgrade() -> None:
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
     )
-    op.create_index("abadges_totals_points", TOTALS, ["slug", sa.text("points DESC"), "user_id"])
-    op.create_index("abadges_totals_awards", TOTALS, ["slug", sa.text("awards DESC"), "user_id"])
+    # Each index holds the other figure too: a page (`awards > 0`, both figures shown) and the
+    # count of those ranked above are then read from the index alone, not from the table's rows.
+    for by, other in (("points", "awards"), ("awards", "points")):
+        columns: list[str | sa.TextClause] = ["slug", sa.text(f"{by} DESC"), "user_id", other]
+        op.create_index(f"abadges_totals_{by}", TOTALS, columns)
     op.create_table(
         COUNTS,
         sa.Column("slug", _text(100), primary_key=True),
