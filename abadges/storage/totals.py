@@ -130,7 +130,8 @@ class Totals:
                 gone = sa.select(awards.c.slug, awards.c.level, sa.func.count())
                 gone = gone.where(*_expired(self._store.now()))
                 for row in await connection.fetch_all(gone.group_by(awards.c.slug, awards.c.level)):
-                    found[text(row[0]), int(row[1])] -= int(row[2])
+                    key = (text(row[0]), int(row[1]))
+                    found[key] = found.get(key, 0) - int(row[2])
         return {key: count for key, count in found.items() if count > 0}
 
     async def dates(
