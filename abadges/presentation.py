@@ -74,10 +74,8 @@ async def stats(
     levels = [
         (slug, level) for slug, badge in badges.items() for level in range(1, len(badge.levels) + 1)
     ]
-    awarded = await totals.level_awards()
     multiple = [slug for slug, badge in badges.items() if badge.multiple]
-    holders = await totals.holders([None, *multiple])
-    dates = await totals.dates(levels)
+    awarded, holders, dates = await totals.stats(levels, [None, *multiple])
     everyone = holders[None] if total_users is None else total_users
     found = []
     for slug, level in levels:

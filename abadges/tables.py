@@ -163,11 +163,14 @@ level_counts = sa.Table(
     metadata,
     sa.Column("slug", _text(MAX_SLUG_LENGTH), primary_key=True),
     sa.Column("level", sa.SmallInteger(), primary_key=True),
-    # Concurrent awards of one level add to different rows (by a hash of the user id), so that
-    # they do not wait for each other's commit; the count is the sum of the shards.
+    # Level 0 counts the users whose totals row of the slug counts an award: its holders.
+    # Concurrent awards of one level add to different rows (by the server process or the
+    # connection), so that they do not wait for each other's commit; the count is the sum of
+    # the shards.
     sa.Column("shard", sa.SmallInteger(), primary_key=True),
     sa.Column("awards", sa.BigInteger(), nullable=False),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )
-"""How many awards not revoked each badge level has: kept by the same triggers as `totals`."""
+"""How many awards not revoked each badge level has, and how many users hold a badge of each
+slug (level 0; slug "" for any badge): kept by the same triggers as `totals`."""

@@ -327,7 +327,8 @@ HELD = "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)"
 
 
 async def recount_mismatches(raw: Raw) -> int:
-    """How many rows of the totals and the level counts differ from a recount of the awards."""
+    """How many rows of the totals and the level counts (level 0: the holders) differ from a
+    recount of the awards."""
     counted = "FROM abadges_awards WHERE revoked_at IS NULL"
     recount: dict[tuple[Any, ...], tuple[int, int]] = {}
     for user, slug, points, n in await raw.fetch(
@@ -349,6 +350,8 @@ async def recount_mismatches(raw: Raw) -> int:
             f"SELECT slug, level, COUNT(*) {counted} GROUP BY slug, level"
         )
     }
+    for _, slug in recount:  # level 0: the holders of each badge, and of any ("")
+        levels[slug, 0] = levels.get((slug, 0), 0) + 1
     kept_levels = {
         (slug, int(level)): int(n)
         for slug, level, n in await raw.fetch(

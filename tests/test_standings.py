@@ -25,6 +25,7 @@ from abadges import (
     Progress,
     Standing,
 )
+from abadges.storage import totals as totals_module
 from abadges.storage.base import text
 from abadges.tables import awards, level_counts, totals
 
@@ -177,6 +178,58 @@ async def test_an_expired_award_counts_in_no_figure_before_and_after_it_is_moved
         figures = {(s.slug, s.level): (s.holders, s.share) for s in await site.stats()}
         assert figures["weekly", 1] == (1, 0.5), moved
         assert await site.expire_awards() == (0 if moved else 2)
+    assert await recount(site) == await stored_totals(site)
+
+
+@pytest.mark.parametrize("lapsed_users", [500, 3])
+async def test_pages_and_standings_with_awards_expired_and_not_moved_equal_a_ranking(
+    site: BadgeRegistry, lapsed_users: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Users whose awards expired fall down the board before the job moves the awards: every
+    page (read from the totals, the lapsed users placed anew; or, beyond `LAPSED_USERS`,
+    computed), every standing and the holder counts equal a ranking computed here."""
+    monkeypatch.setattr(totals_module, "LAPSED_USERS", lapsed_users)
+    chance = random.Random(15)
+    long_ago = datetime.datetime.now(UTC) - datetime.timedelta(days=30)
+    site.register(Passing)
+    users = [f"u{n:02}" for n in range(60)]
+    for user in users:
+        for level in range(1, chance.randint(0, 3) + 1):
+            await site.grant(user, "rank", level)
+        for _ in range(chance.randint(0, 3)):
+            await site.grant(user, "thanks")
+        if chance.random() < 0.5:
+            lapsed = chance.random() < 0.15
+            await site.grant(user, "weekly", force_timestamp=long_ago if lapsed else None)
+    # The top user and one holding nothing else lapse too.
+    await site.grant("u00", "rank", 3)
+    await site.grant("u00", "weekly", force_timestamp=long_ago)
+    await site.grant("solo", "weekly", force_timestamp=long_ago)
+    # And one falls from the top to the middle, past many.
+    for level in (1, 2, 3):
+        await site.grant("fall", "rank", level)
+    for _ in range(12):
+        await site.grant("fall", "passing", force_timestamp=long_ago)
+    for by in ("points", "awards"):
+        for slug in (None, "thanks", "weekly"):
+            board = await computed_leaderboard(site, by=by, slug=slug)
+            assert board, (by, slug)
+            for limit in (1, 3, 7):
+                for offset in range(len(board) + 2):
+                    page = await site.leaderboard(limit, offset, by=by, slug=slug)
+                    assert rows(page) == board[offset : offset + limit], (by, slug, limit, offset)
+            places = {row[1]: row for row in board}
+            for user in [*users, "solo", "fall"]:
+                got = await site.standing(user, by=by, slug=slug)
+                want = places.get(user)
+                assert (None if got is None else rows([got])[0]) == want, (by, slug, user)
+    figures = {(s.slug, s.level): s.holders for s in await site.stats()}
+    holders = {row[1] for row in await computed_leaderboard(site, slug="thanks")}
+    assert figures["thanks", 1] == len(holders)
+    assert figures["weekly", 1] == len(await computed_leaderboard(site, slug="weekly"))
+    everyone = len(await computed_leaderboard(site))
+    assert {s.share for s in await site.stats() if s.slug == "thanks"} == {len(holders) / everyone}
+    await site.expire_awards()
     assert await recount(site) == await stored_totals(site)
 
 
@@ -385,7 +438,8 @@ async def test_totals_stay_exact_under_concurrent_awards_revokes_and_expiries(
 
 
 async def recount(registry: BadgeRegistry) -> dict[str, Any]:
-    """The totals and level counts, counted from the awards table (rows not revoked)."""
+    """The totals and level counts (level 0: holders), counted from the awards table (rows
+    not revoked)."""
     database = registry.database
     counted: dict[tuple[str, str], tuple[int, int]] = {}
     levels: dict[tuple[str, int], int] = {}
@@ -398,6 +452,9 @@ async def recount(registry: BadgeRegistry) -> dict[str, Any]:
             p, n = counted.get((user_id, scope), (0, 0))
             counted[user_id, scope] = (p + points, n + 1)
         levels[slug, level] = levels.get((slug, level), 0) + 1
+    # Level 0: the holders of each slug ("" for any badge).
+    for _, scope in counted:
+        levels[scope, 0] = levels.get((scope, 0), 0) + 1
     return {"totals": counted, "levels": levels}
 
 
@@ -416,23 +473,27 @@ async def stored_totals(registry: BadgeRegistry) -> dict[str, Any]:
     return {"totals": found, "levels": {key: n for key, n in levels.items() if n}}
 
 
-async def computed_leaderboard(registry: BadgeRegistry) -> list[tuple[int, str, int, int]]:
-    """The leaderboard by points, computed here from the awards held now."""
+async def computed_leaderboard(
+    registry: BadgeRegistry, by: str = "points", slug: str | None = None
+) -> list[tuple[int, str, int, int]]:
+    """The leaderboard (by points or awards, of all badges or one), computed here from the
+    awards held now."""
     now = datetime.datetime.now(UTC)
     scores: dict[str, tuple[int, int]] = {}
     for row in await registry.database.fetch_all(awards.select()):
         expires_at = row["expires_at"]
         if expires_at is not None and expires_at.replace(tzinfo=UTC) <= now:
             continue
-        if row["revoked_at"] is not None:
+        if row["revoked_at"] is not None or slug not in (None, text(row["slug"])):
             continue
         user_id = text(row["user_id"])
         p, n = scores.get(user_id, (0, 0))
         scores[user_id] = (p + int(row["points"]), n + 1)
-    ordered = sorted(scores.items(), key=lambda item: (-item[1][0], item[0]))
+    value = 0 if by == "points" else 1
+    ordered = sorted(scores.items(), key=lambda item: (-item[1][value], item[0]))
     board: list[tuple[int, str, int, int]] = []
     for place, (user_id, (p, n)) in enumerate(ordered, start=1):
-        rank = board[-1][0] if board and board[-1][2] == p else place
+        rank = board[-1][0] if board and board[-1][2 + value] == (p, n)[value] else place
         board.append((rank, user_id, p, n))
     return board
 

@@ -3,8 +3,9 @@
 - `abadges_awards.points`: the level's `BadgeDetail.points` when it was awarded (1 for the
   awards already held, the default);
 - `abadges_totals`: each user's points and number of awards not revoked, per badge and in all
-  (slug ""), and `abadges_level_counts`: the number of awards not revoked of each level, in
-  shards that concurrent transactions write apart;
+  (slug ""), and `abadges_level_counts`: the number of awards not revoked of each level, and
+  as level 0 the number of users whose totals row of the slug counts an award (the holders),
+  in shards that concurrent transactions write apart;
 - triggers on the awards table that keep both in the transaction of every insert, delete and
   update, whichever code (or SQL) makes it; the tables are filled from the awards held;
 - an index of `awarded_at`, for leaderboards `since` a time.
@@ -38,6 +39,8 @@ TRIGGERS = {"insert": "abadges_count_insert", "delete": "abadges_count_delete"}
 TRIGGERS["update"] = "abadges_count_update"
 #: Shards of a level's count (PostgreSQL, MySQL): by the server process or connection.
 SHARDS = 8
+#: The level of `abadges_level_counts` that counts a slug's holders (levels start at 1).
+HOLDERS = 0
 
 
 def _text(length: int) -> sa.types.TypeEngine[str]:
@@ -84,6 +87,10 @@ def upgrade() -> None:
         f"INSERT INTO {COUNTS} (slug, level, shard, awards) "
         f"SELECT slug, level, 0, COUNT(*) {held} GROUP BY slug, level"
     )
+    op.execute(
+        f"INSERT INTO {COUNTS} (slug, level, shard, awards) "
+        f"SELECT slug, {HOLDERS}, 0, COUNT(*) FROM {TOTALS} WHERE awards > 0 GROUP BY slug"
+    )
     dialect = op.get_context().dialect.name
     statements = {"postgresql": _postgresql, "sqlite": _sqlite}.get(dialect, _mysql)()
     for statement in statements:
@@ -107,7 +114,17 @@ def downgrade() -> None:
 # Each trigger adds a change's deltas (user_id, slug, level, p: points, n: awards) to the
 # totals of the user's badge and of all the user's badges, and to the level's count. A row
 # counts while it is not revoked; a revoked row's `revoked_at` is set (a `multiple` badge's)
-# or the row is deleted.
+# or the row is deleted. A totals row whose awards went from 0 to more adds a holder to its
+# slug's count of level 0, and one that went down to 0 takes one off.
+
+
+def _holder(awards: str, n: str) -> str:
+    """+1, -1 or 0: the change of holders of a totals row that now counts `awards`, `n` of
+    them added by the change."""
+    return (
+        f"(CASE WHEN {awards} > 0 AND {awards} - ({n}) <= 0 THEN 1 "
+        f"WHEN {awards} <= 0 AND {awards} - ({n}) > 0 THEN -1 ELSE 0 END)"
+    )
 
 
 def _postgresql() -> list[str]:
@@ -127,17 +144,24 @@ def _postgresql() -> list[str]:
     for change, trigger in TRIGGERS.items():
         # In the order of the keys, so that concurrent statements lock the rows in one order
         # and cannot deadlock each other.
+        # One statement: the totals' upsert returns the rows it wrote, from which the holders'
+        # changes are added to the level counts with the levels' own.
+        holder = _holder("up.awards", "s.n")
         body = (
-            f"WITH d AS ({deltas[change]}) "
-            f"INSERT INTO {TOTALS} AS t (user_id, slug, points, awards) "
-            "SELECT user_id, slug, SUM(p), SUM(n) FROM (SELECT user_id, slug, p, n FROM d "
-            "UNION ALL SELECT user_id, '', p, n FROM d) AS both_ "
-            "GROUP BY user_id, slug HAVING SUM(p) <> 0 OR SUM(n) <> 0 ORDER BY user_id, slug "
+            f"WITH d AS ({deltas[change]}), "
+            "s AS (SELECT user_id, slug, SUM(p) AS p, SUM(n) AS n FROM (SELECT user_id, slug, "
+            "p, n FROM d UNION ALL SELECT user_id, '', p, n FROM d) AS both_ "
+            "GROUP BY user_id, slug HAVING SUM(p) <> 0 OR SUM(n) <> 0), "
+            f"up AS (INSERT INTO {TOTALS} AS t (user_id, slug, points, awards) "
+            "SELECT user_id, slug, p, n FROM s ORDER BY user_id, slug "
             "ON CONFLICT (user_id, slug) DO UPDATE "
-            "SET points = t.points + excluded.points, awards = t.awards + excluded.awards; "
-            f"WITH d AS ({deltas[change]}) "
+            "SET points = t.points + excluded.points, awards = t.awards + excluded.awards "
+            "RETURNING t.user_id, t.slug, t.awards), "
+            f"h AS (SELECT up.slug, {HOLDERS} AS level, {holder} AS n FROM up "
+            "JOIN s ON s.user_id = up.user_id AND s.slug = up.slug) "
             f"INSERT INTO {COUNTS} AS c (slug, level, shard, awards) "
-            f"SELECT slug, level, pg_backend_pid() % {SHARDS}, SUM(n) FROM d "
+            f"SELECT slug, level, pg_backend_pid() % {SHARDS}, SUM(n) FROM (SELECT slug, level, "
+            "n FROM d UNION ALL SELECT slug, level, n FROM h) AS counted "
             "GROUP BY slug, level HAVING SUM(n) <> 0 ORDER BY slug, level "
             "ON CONFLICT (slug, level, shard) DO UPDATE SET awards = c.awards + excluded.awards;"
         )
@@ -183,6 +207,11 @@ def _sqlite() -> list[str]:
             f"INSERT INTO {COUNTS} (slug, level, shard, awards) "
             f"VALUES ({row}.slug, {row}.level, 0, {count}) "
             "ON CONFLICT (slug, level, shard) DO UPDATE SET awards = awards + excluded.awards; "
+            f"INSERT INTO {COUNTS} (slug, level, shard, awards) "
+            f"SELECT slug, {HOLDERS}, 0, {_holder('awards', count)} FROM {TOTALS} "
+            f"WHERE user_id = {row}.user_id AND slug IN ({row}.slug, '') "
+            f"AND {_holder('awards', count)} <> 0 "
+            "ON CONFLICT (slug, level, shard) DO UPDATE SET awards = awards + excluded.awards; "
             "END"
         )
     return statements
@@ -203,6 +232,11 @@ def _mysql() -> list[str]:
             f"INSERT INTO {COUNTS} (slug, level, shard, awards) "
             f"VALUES ({row}.slug, {row}.level, CONNECTION_ID() % {SHARDS}, {count}) "
             f"ON DUPLICATE KEY UPDATE awards = awards + ({count}); "
+            f"INSERT INTO {COUNTS} (slug, level, shard, awards) "
+            f"SELECT h.slug, {HOLDERS}, CONNECTION_ID() % {SHARDS}, h.n FROM (SELECT slug, "
+            f"{_holder('awards', count)} AS n FROM {TOTALS} WHERE user_id = {row}.user_id "
+            f"AND slug IN ({row}.slug, '')) AS h WHERE h.n <> 0 "
+            "ON DUPLICATE KEY UPDATE awards = awards + h.n; "
             "END IF; END"
         )
     return statements
