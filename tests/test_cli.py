@@ -228,9 +228,9 @@ async def test_upgrade_an_empty_database_then_read_it_as_text(cli: Cli) -> None:
 
     before = await cli("db", "current")
     assert before.code == 1
-    assert before.out == f"{url}: revision none (this abadges: 0006).\n"
+    assert before.out == f"{url}: revision none (this abadges: 0007).\n"
     assert before.err == (
-        f"Error: The abadges tables of {url} are not at revision 0006: run `abadges db upgrade`.\n"
+        f"Error: The abadges tables of {url} are not at revision 0007: run `abadges db upgrade`.\n"
     )
     missing = (await cli("awards", "ada")).error_line()
     assert "abadges db upgrade" in missing
@@ -240,7 +240,7 @@ async def test_upgrade_an_empty_database_then_read_it_as_text(cli: Cli) -> None:
     assert upgraded.out == f"The abadges tables of {url} are up to date.\n"
     assert (await cli("awards", "ada")).out == "id  slug  level  name  awarded_at\n"
     after = await cli("db", "current", "--json")
-    assert after.json() == {"database_url": url, "current": "0006", "head": "0006"}
+    assert after.json() == {"database_url": url, "current": "0007", "head": "0007"}
 
     registry = BadgeRegistry()
     registry.configure(database_url=url, queue="inline")
