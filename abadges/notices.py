@@ -17,7 +17,7 @@ import json
 import logging
 import random
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -151,7 +151,7 @@ def check_last_id(last_id: object) -> str | None:
 
 async def subscribe(
     redis_url: str, stream: str, user_id: str | None, last_id: str | None
-) -> AsyncIterator[AwardNotice]:
+) -> AsyncGenerator[AwardNotice, None]:
     """The notices of the stream after `last_id` (None: from now on), of user `user_id` only
     when given; reconnecting, with backoff, to a Redis that went away, and going on after the
     last notice read. Entries that are not abadges notices are skipped with a warning."""

@@ -8,7 +8,14 @@ import dataclasses
 import datetime
 import logging
 import types
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from typing import Any, TypeVar
 
 import anyio
@@ -406,7 +413,9 @@ class BadgeRegistry:
                 user_id, chosen, datetime.datetime.now(datetime.UTC)
             )
 
-    def subscribe(self, user: Any = None, last_id: str | None = None) -> AsyncIterator[AwardNotice]:
+    def subscribe(
+        self, user: Any = None, last_id: str | None = None
+    ) -> AsyncGenerator[AwardNotice, None]:
         """The notices of the Redis stream (the `notices_stream` setting) as they are
         published: an async iterator of `AwardNotice`s, of `user` only when given.
 

@@ -110,6 +110,8 @@ def cli(tmp_path: pathlib.Path) -> Cli:
     (tmp_path / "cli_badges.py").write_text(BADGE_MODULE)
     outside = ("ABADGES_", "FORCE_COLOR", "NO_COLOR", "TTY_", "COLUMNS")
     env = {k: v for k, v in os.environ.items() if not k.startswith(outside)}
+    # The session's stream of notices (tests/conftest.py), which it deletes at its end.
+    env["ABADGES_NOTICES_STREAM"] = os.environ["ABADGES_NOTICES_STREAM"]
     env |= {
         "PYTHONPATH": str(tmp_path),
         "ABADGES_BADGES": "cli_badges",

@@ -25,7 +25,8 @@ from abadges import (
     BadgeRegistry,
     ConfigurationError,
 )
-from abadges.notices import ENQUEUE_TIMEOUT, fields_of, notice_of
+from abadges.notices import fields_of, notice_of
+from abadges.queue import ENQUEUE_TIMEOUT
 from abadges.storage.base import NewAward
 from abadges.testing import RedisServer, free_port
 from tests.support.badges import RankBadge, ThanksBadge
@@ -76,7 +77,7 @@ async def collect(
                 if len(found) == count:
                     break
     finally:
-        await notices.aclose()  # type: ignore[attr-defined]
+        await notices.aclose()
     return found
 
 
@@ -349,7 +350,7 @@ async def test_subscribe_starts_with_what_is_published_after_its_first_read(
         task_group.start_soon(read)
         await anyio.sleep(0.5)  # Reading, from the stream's end.
         [new] = await badges.possibly_award_badge("ranked", user="ana", level=2)
-    await notices.aclose()  # type: ignore[attr-defined]
+    await notices.aclose()
     assert [n.award for n in found] == [new]
 
 
@@ -386,7 +387,7 @@ async def test_subscribe_goes_on_through_a_redis_restart(
                 [third] = await registry.possibly_award_badge("ranked", user="ana", level=3)
                 await until(2)
                 task_group.cancel_scope.cancel()
-        await notices.aclose()  # type: ignore[attr-defined]
+        await notices.aclose()
         assert found == [first, third]
         assert any("Lost the Redis stream" in r.getMessage() for r in caplog.records)
         # What Redis lost is in the unseen list.
@@ -414,9 +415,9 @@ async def test_closing_a_subscription_closes_its_connection(
             await registry.possibly_award_badge("ranked", user="ana", level=level)
         publisher = await clients(redis_server.url)
         notices = registry.subscribe(last_id="0")
-        assert (await anext(notices)).award.level == 1  # type: ignore[call-overload]
+        assert (await anext(notices)).award.level == 1
         assert await clients(redis_server.url) == publisher + 1
-        await notices.aclose()  # type: ignore[attr-defined]
+        await notices.aclose()
         assert await clients(redis_server.url) == publisher
         # Leaving an async for closes it too, once the iterator is dropped.
         async for _ in registry.subscribe(last_id="0"):
