@@ -333,7 +333,7 @@ async def test_upgrade_an_empty_database_then_read_it_as_text(cli: Cli) -> None:
             {"ABADGES_QUEUE": "celery"},
             "queue must be one of ['redis', 'inline']; got 'celery'. "
             "The ABADGES_* variables set: ['ABADGES_BADGES', 'ABADGES_DATABASE_URL', "
-            "'ABADGES_QUEUE'].",
+            "'ABADGES_NOTICES_STREAM', 'ABADGES_QUEUE'].",
             id="bad-setting",
         ),
     ],

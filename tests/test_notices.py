@@ -162,6 +162,7 @@ async def test_every_change_is_published_after_commit(badges: BadgeRegistry) -> 
     [rank] = await badges.possibly_award_badge("ranked", user="ana", level=2)
     thanks = await badges.grant("bo", "thanks", by="admin", reason="Kind words")
     assert await badges.revoke("ana", "rank") == 1
+    assert await badges.revoke("zed", "rank") == 0  # Nothing ended: nothing published.
     await badges.possibly_award_badge("climbed", user="cy", level=1)
     await badges.possibly_award_badge("climbed", user="cy", level=3)
     old = now - datetime.timedelta(days=8)
