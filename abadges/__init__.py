@@ -24,6 +24,7 @@ from .exceptions import (
     SchemaError,
     is_transient,
 )
+from .notices import AwardNotice
 from .registry import BadgeRegistry
 from .standings import BadgeProgress, BadgeStats, Standing
 from .storage.base import MigrationStatus
@@ -38,6 +39,7 @@ __all__ = [
     "AbadgesError",
     "Award",
     "AwardChange",
+    "AwardNotice",
     "BackfillJobError",
     "BackfillReport",
     "Badge",

@@ -16,6 +16,7 @@ import anyio
 
 from .awarding import AwardFlow
 from .exceptions import AbadgesError, NotConnectedError
+from .notices import Publisher
 from .queue import JobQueue
 from .storage.base import Store
 
@@ -32,12 +33,14 @@ NOT_CONNECTED = (
 
 @dataclasses.dataclass(eq=False)
 class Connection:
-    """The store, the award flow over it and the job queue (None: the inline queue) of one
-    `connect()`, and the calls in flight on them."""
+    """The store, the award flow over it, the job queue (None: the inline queue) and the
+    publisher of notices (None: not published) of one `connect()`, and the calls in flight on
+    them."""
 
     store: Store
     flow: AwardFlow
     queue: JobQueue | None
+    notices: Publisher | None = None
     calls: int = 0
     closing: bool = False
     closed: bool = False
@@ -90,5 +93,7 @@ class Connection:
                 try:
                     if self.queue is not None:
                         await self.queue.close()
+                    if self.notices is not None:
+                        await self.notices.close()
                 finally:
                     await self.store.disconnect()

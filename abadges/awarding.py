@@ -7,7 +7,8 @@ both run these steps, so a badge is awarded the same way wherever it is evaluate
    a badge that raises is set aside with a note naming it and the event, and the others go on;
 2. key: the award key that the unique constraint covers (`award_key()`);
 3. record: one insert of the new awards, which skips what the table holds already;
-4. announce: the `on_award` callbacks, once per award this call recorded, after commit.
+4. announce: after commit, the notices (`abadges.notices`), then the `on_award` callbacks, once
+   per award this call recorded.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .awards import Action, Award, Source
 from .base import Badge
 from .exceptions import BadgeErrorGroup, BadgeNotRegisteredError, InvalidStateError
 from .jobs import Job, check_frozen_state
+from .notices import Publisher
 from .storage.base import Change, NewAward, Settlement, Store, Written
 
 logger = logging.getLogger("abadges")
@@ -113,7 +115,8 @@ class Outcome:
 class AwardFlow:
     """The flow over one store: `callbacks` is the registry's live list of `on_award`
     callbacks, `load_user` turns a job's stored identity back into a user, `get_badge` finds a
-    job's badges by slug."""
+    job's badges by slug; `notices` publishes each change after commit (None: not
+    published)."""
 
     def __init__(
         self,
@@ -122,8 +125,10 @@ class AwardFlow:
         load_user: UserLoader,
         get_badge: Callable[[str], Badge],
         revoke_callbacks: Sequence[AwardCallback] = (),
+        notices: Publisher | None = None,
     ) -> None:
         self.store = store
+        self._notices = notices
         self._callbacks = callbacks
         self._revoke_callbacks = revoke_callbacks
         self._load_user = load_user
@@ -197,23 +202,26 @@ class AwardFlow:
         event: str = "",
         deferred: bool = False,
         announce: bool = True,
+        notify: bool = True,
     ) -> Outcome:
         """Insert the awards that are new, then apply the settlements of `temporary` and
-        `replaces_lower` badges; announce each write's awards to the `on_award` callbacks, and
-        those that stopped being held to the `on_revoke` callbacks, once it has committed
-        (unless not `announce`).
+        `replaces_lower` badges; once each write has committed, publish its changes (unless
+        not `notify`) and announce its awards to the `on_award` callbacks, and those that
+        stopped being held to the `on_revoke` callbacks (unless not `announce`).
 
         The insert's error is raised; a settlement's error is returned in the outcome, after
         what the others recorded, noted with its badge and the `event` when there is one.
 
         Shielded from cancellation as one step: a call cancelled (a request timeout, a client
-        that went away) once its insert is on its way finishes the writes and the callbacks
-        before the cancellation takes effect, so no committed award goes unannounced.
+        that went away) once its insert is on its way finishes the writes, the notices
+        (within their timeout) and the callbacks before the cancellation takes effect, so no
+        committed award goes unannounced.
         """
         outcome = Outcome()
         with anyio.CancelScope(shield=True):
             if new_awards:
-                outcome.add(await self._announce(await self.store.insert(new_awards), announce))
+                written = await self.store.insert(new_awards)
+                outcome.add(await self._announce(written, announce, notify))
             for item in settlements:
                 try:
                     written = await self.store.settle(item)
@@ -221,12 +229,18 @@ class AwardFlow:
                     # A grant has no event: its caller gets the error as it is.
                     outcome.errors.append(_noted(exc, item.slug, event, deferred) if event else exc)
                 else:
-                    outcome.add(await self._announce(written, announce))
+                    outcome.add(await self._announce(written, announce, notify))
         return outcome
 
-    async def _announce(self, written: Written, announce: bool = True) -> Outcome:
-        """Call the callbacks for what a write did (unless not `announce`); return it as an
-        outcome."""
+    async def _publish(self, changes: Sequence[tuple[Action, Award]]) -> None:
+        if self._notices is not None:
+            await self._notices.publish(changes)
+
+    async def _announce(self, written: Written, announce: bool, notify: bool) -> Outcome:
+        """Publish what a write did (unless not `notify`) and call the callbacks (unless not
+        `announce`); return it as an outcome."""
+        if notify:
+            await self._publish([*written.ended, *[("granted", a) for a in written.recorded]])
         if announce:
             ended = [award for _, award in written.ended]
             await _announce(ended, self._revoke_callbacks, "on_revoke")
@@ -234,21 +248,29 @@ class AwardFlow:
         return Outcome(written.recorded, ended=written.ended)
 
     async def expire(self, limit: int) -> list[Award]:
-        """Move up to `limit` expired awards to the history (`Store.expire()`), then announce
-        them to the `on_revoke` callbacks: shielded as one step, as `record()` is."""
+        """Move up to `limit` expired awards to the history (`Store.expire()`), then publish
+        and announce them to the `on_revoke` callbacks: shielded as one step, as `record()`
+        is."""
         with anyio.CancelScope(shield=True):
             expired = await self.store.expire(limit)
+            await self._publish([("expired", award) for award in expired])
             await _announce(expired, self._revoke_callbacks, "on_revoke")
         return expired
 
     async def revoke_above(
-        self, targets: Sequence[tuple[str, str, int]], at: datetime.datetime, announce: bool
+        self,
+        targets: Sequence[tuple[str, str, int]],
+        at: datetime.datetime,
+        announce: bool,
+        notify: bool = True,
     ) -> list[Award]:
-        """End the awards above each target's level (`Store.revoke_above()`), then announce
-        them to the `on_revoke` callbacks (unless not `announce`): shielded as one step, as
-        `record()` is."""
+        """End the awards above each target's level (`Store.revoke_above()`), then publish
+        them (unless not `notify`) and announce them to the `on_revoke` callbacks (unless not
+        `announce`): shielded as one step, as `record()` is."""
         with anyio.CancelScope(shield=True):
             ended = await self.store.revoke_above(targets, at)
+            if notify:
+                await self._publish([("revoked", award) for award in ended])
             if announce:
                 await _announce(ended, self._revoke_callbacks, "on_revoke")
         return ended
@@ -257,10 +279,11 @@ class AwardFlow:
         self, user_id: str, badge: Badge, level: int | None, change: Change
     ) -> list[Award]:
         """End the user's held awards of `badge` (of `level`, if given), with their history
-        rows, then announce them to the `on_revoke` callbacks: shielded as one step, as
-        `record()` is."""
+        rows, then publish and announce them to the `on_revoke` callbacks: shielded as one
+        step, as `record()` is."""
         with anyio.CancelScope(shield=True):
             ended = await self.store.revoke(user_id, badge.slug, level, change, badge.multiple)
+            await self._publish([("revoked", award) for award in ended])
             await _announce(ended, self._revoke_callbacks, "on_revoke")
         return ended
 

@@ -157,6 +157,8 @@ class Options:
     dry_run: bool = False
     revoke: bool = False
     announce: bool = True
+    #: Publish the run's changes to the notices stream (`abadges.notices`).
+    notify: bool = False
 
     def fingerprint(self) -> str:
         """What a checkpoint records of the run, and a resumed run must repeat."""
@@ -267,11 +269,13 @@ class Evaluation:
             plan.revocations.append((user_id, badge.slug, level or 0))
 
     async def _write(self, report: BackfillReport, plan: Plan, now: datetime.datetime) -> None:
-        announce = self._options.announce
+        announce, notify = self._options.announce, self._options.notify
         if plan.revocations:
-            for award in await self._flow.revoke_above(plan.revocations, now, announce):
+            for award in await self._flow.revoke_above(plan.revocations, now, announce, notify):
                 report.badges[award.slug].revoked += 1
-        outcome = await self._flow.record(plan.awards, plan.settlements, announce=announce)
+        outcome = await self._flow.record(
+            plan.awards, plan.settlements, announce=announce, notify=notify
+        )
         if outcome.errors:  # A settlement's write failed: the batch is not done.
             raise outcome.errors[0]
         for award in outcome.recorded:

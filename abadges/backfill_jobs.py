@@ -3,7 +3,10 @@
 Each batch becomes one job named `abadges.backfill`, whose single argument is a JSON object:
 
     {"v": 1, "run": "<32 hex>", "batch": 0, "users": ["1", "2", ...],
-     "badges": ["helper", ...], "revoke": false, "dry_run": false, "announce": true}
+     "badges": ["helper", ...], "revoke": false, "dry_run": false, "announce": true,
+     "notify": false}
+
+(`notify` may be absent, in the jobs of versions before the notices: false.)
 
 The worker runs it as a backfill of those users in the worker's process (`run_batch()`), and
 pushes its report, or the error that ended it, to the list `<queue>:abadges.backfill:<run>:<batch>`,
@@ -60,6 +63,8 @@ class BatchJob:
     revoke: bool
     dry_run: bool
     announce: bool
+    #: Absent from the payloads of versions before notices: False.
+    notify: bool = False
 
     def to_payload(self) -> dict[str, Any]:
         return {"v": BACKFILL_VERSION, **dataclasses.asdict(self)}
@@ -73,7 +78,7 @@ class BatchJob:
                 f"batch: {shorten(payload)}."
             )
         fields = {field.name: field.type for field in dataclasses.fields(cls)}
-        missing = sorted(set(fields) - set(payload))
+        missing = sorted(set(fields) - set(payload) - {"notify"})
         if missing:
             raise InvalidJobError(f"Backfill job payload has no {missing}.")
         checks: dict[str, Callable[[object], bool]] = {
@@ -84,7 +89,9 @@ class BatchJob:
             "revoke": lambda v: type(v) is bool,
             "dry_run": lambda v: type(v) is bool,
             "announce": lambda v: type(v) is bool,
+            "notify": lambda v: type(v) is bool,
         }
+        payload = {"notify": False, **payload}
         for name, check in checks.items():
             if not check(payload[name]):
                 raise InvalidJobError(
@@ -156,6 +163,7 @@ class RemoteBatches:
             options.revoke,
             options.dry_run,
             options.announce,
+            options.notify,
         )
         self._count += 1
         payload = job.to_payload()
@@ -213,6 +221,7 @@ async def run_batch(registry: BadgeRegistry, job: BatchJob) -> dict[str, Any]:
         revoke=job.revoke,
         dry_run=job.dry_run,
         announce=job.announce,
+        notify=job.notify,
         batch_size=max(len(job.users), 1),
         concurrency=1,
     )

@@ -244,6 +244,7 @@ def expire(batch_size: int, as_json: bool) -> None:
 @click.option("--checkpoint", metavar="NAME", help="Save progress under NAME, to resume.")
 @click.option("--deferred", is_flag=True, help="Send the batches to the running workers.")
 @click.option("--no-announce", is_flag=True, help="Call no on_award/on_revoke callbacks.")
+@click.option("--notify", is_flag=True, help="Publish the changes to the live notices stream.")
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -268,6 +269,7 @@ def backfill(
     checkpoint: str | None,
     deferred: bool,
     no_announce: bool,
+    notify: bool,
     batch_size: int,
     concurrency: int,
     total: int | None,
@@ -292,6 +294,7 @@ def backfill(
         "revoke": revoke,
         "checkpoint": checkpoint,
         "announce": not no_announce,
+        "notify": notify,
         "batch_size": batch_size,
         "concurrency": concurrency,
         "progress": progress.update,

@@ -29,7 +29,13 @@ ENVIRONMENT = {
     "queue_name": "ABADGES_QUEUE_NAME",
     "badges": "ABADGES_BADGES",
     "user_loader": "ABADGES_USER_LOADER",
+    "notices": "ABADGES_NOTICES",
+    "notices_stream": "ABADGES_NOTICES_STREAM",
+    "notices_maxlen": "ABADGES_NOTICES_MAXLEN",
 }
+#: How `ABADGES_NOTICES` may say yes or no.
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -69,6 +75,20 @@ class Settings:
     Environment: `ABADGES_USER_LOADER`.
     """
 
+    notices: bool | None = None
+    """Whether every award recorded and every award that stops being held is published to the
+    Redis stream `notices_stream`, for `BadgeRegistry.subscribe()`. None (the default): when
+    `queue` is "redis", the Redis the workers use anyway; True: always (`redis_url`); False:
+    never. The unseen list is kept either way. Environment: `ABADGES_NOTICES` (true/false).
+    """
+
+    notices_stream: str = "abadges:changes"
+    """The Redis stream the notices go to. Environment: `ABADGES_NOTICES_STREAM`."""
+
+    notices_maxlen: int = 10000
+    """About how many notices the stream keeps (`XADD ... MAXLEN ~`): the oldest are trimmed.
+    Environment: `ABADGES_NOTICES_MAXLEN`."""
+
     def __post_init__(self) -> None:
         if self.queue not in QUEUES:
             raise ConfigurationError(f"queue must be one of {list(QUEUES)}; got {self.queue!r}.")
@@ -89,6 +109,36 @@ class Settings:
         if not all(isinstance(module, str) for module in badges):
             raise ConfigurationError(f"badges must be module names; got {self.badges!r}.")
         object.__setattr__(self, "badges", tuple(m.strip() for m in badges if m.strip()))
+        self._check_notices()
+
+    @property
+    def publishes_notices(self) -> bool:
+        """Whether awards are published to the notices stream (see `notices`)."""
+        return self.queue == "redis" if self.notices is None else self.notices
+
+    def _check_notices(self) -> None:
+        notices: object = self.notices
+        if isinstance(notices, str):  # From the environment.
+            word = notices.strip().lower()
+            notices = True if word in TRUE_WORDS else False if word in FALSE_WORDS else notices
+        if notices is not None and not isinstance(notices, bool):
+            raise ConfigurationError(
+                f"notices must be None, True or False (ABADGES_NOTICES: one of "
+                f"{list(TRUE_WORDS + FALSE_WORDS)}); got {notices!r}."
+            )
+        object.__setattr__(self, "notices", notices)
+        if not isinstance(self.notices_stream, str) or not self.notices_stream:
+            raise ConfigurationError(
+                f"notices_stream must be a non-empty str; got {self.notices_stream!r}."
+            )
+        maxlen: object = self.notices_maxlen
+        if isinstance(maxlen, str) and maxlen.strip().isdigit():  # From the environment.
+            maxlen = int(maxlen)
+        if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1:
+            raise ConfigurationError(
+                f"notices_maxlen must be a whole number above 0; got {self.notices_maxlen!r}."
+            )
+        object.__setattr__(self, "notices_maxlen", maxlen)
 
     def __repr__(self) -> str:
         # Settings end up in logs and tracebacks: never with the passwords of their URLs.

@@ -8,7 +8,14 @@ import dataclasses
 import datetime
 import logging
 import types
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from typing import Any, TypeVar
 
 import anyio
@@ -40,6 +47,8 @@ from .exceptions import (
     NotConnectedError,
 )
 from .jobs import Job, dumps, loads
+from .notices import AwardNotice, Publisher, check_last_id
+from .notices import subscribe as read_notices
 from .queue import JobQueue
 from .standings import BadgeProgress, BadgeStats, RankBy, Standing
 from .storage import open_store
@@ -173,14 +182,23 @@ class BadgeRegistry:
                 )
         store = open_store(settings.database_url, self._describe)
         await store.connect()
-        queue = None
+        queue = notices = None
         if settings.queue == "redis":
             queue = JobQueue(settings.redis_url, settings.queue_name)
+        if settings.publishes_notices:
+            notices = Publisher(
+                settings.redis_url, settings.notices_stream, settings.notices_maxlen
+            )
         flow = AwardFlow(
-            store, self._callbacks, self._load_user, self.get_badge, self._revoke_callbacks
+            store,
+            self._callbacks,
+            self._load_user,
+            self.get_badge,
+            self._revoke_callbacks,
+            notices,
         )
         self._settings, self._user_loader = settings, loader
-        self._connection = Connection(store, flow, queue)
+        self._connection = Connection(store, flow, queue, notices)
 
     async def disconnect(self) -> None:
         """Close the database and Redis. Does nothing when not connected.
@@ -357,6 +375,67 @@ class BadgeRegistry:
             slug: {level: counts.get((slug, level), 0) for level in range(1, len(badge.levels) + 1)}
             for slug, badge in self._badges.items()
         }
+
+    # Notices and the unseen list ---------------------------------------------------------------
+
+    async def unseen(self, user: Any) -> list[Award]:
+        """The user's awards held that `mark_seen()` has not marked, newest first: what a
+        page shows as new. Every award starts unseen, whether or not its notice was
+        published; those held before migration 0007 count as seen."""
+        user_id = self._identify(user)
+        with self._call() as connection:
+            return await connection.store.unseen(user_id)
+
+    async def mark_seen(self, user: Any, ids: Iterable[int] | None = None) -> int:
+        """Mark the user's unseen awards seen: all of them, or those whose `Award.id` is in
+        `ids`; return how many were marked. Ids of awards that are not the user's unseen
+        awards held (another user's, seen already, revoked, unknown) are passed over and not
+        counted; `ValueError` for ids that are not whole numbers, before anything is
+        written."""
+        chosen: list[int] | None = None
+        if ids is not None:
+            if isinstance(ids, str | bytes | Mapping) or not isinstance(ids, Iterable):
+                raise ValueError(
+                    f"mark_seen() ids must be None or an iterable of award ids; got {shorten(ids)}."
+                )
+            chosen = list(ids)
+            for award_id in chosen:
+                if isinstance(award_id, bool) or not isinstance(award_id, int):
+                    raise ValueError(
+                        f"mark_seen() ids must be award ids (int); got {shorten(award_id)} "
+                        f"in {shorten(chosen)}."
+                    )
+            # Ids out of the columns' range name no award: passed over, as unknown ones are.
+            chosen = [award_id for award_id in chosen if 0 < award_id <= MAX_ROWS]
+        user_id = self._identify(user)
+        with self._call() as connection:
+            return await connection.store.mark_seen(
+                user_id, chosen, datetime.datetime.now(datetime.UTC)
+            )
+
+    def subscribe(
+        self, user: Any = None, last_id: str | None = None
+    ) -> AsyncGenerator[AwardNotice, None]:
+        """The notices of the Redis stream (the `notices_stream` setting) as they are
+        published: an async iterator of `AwardNotice`s, of `user` only when given.
+
+        It starts after `last_id`, the `id` of a notice (None: with what is published from its
+        first read on), and goes on after each notice it gives, through a Redis restart too:
+        it reconnects with backoff. What the stream has trimmed (it keeps about
+        `notices_maxlen` notices) or lost is not given: rebuild from `unseen()` then. Closing
+        it (`aclose()`, or leaving an `async for`) closes its Redis connection. It needs no
+        `connect()`; `ConfigurationError` when notices are not published (the `notices`
+        setting)."""
+        settings = self.settings
+        if not settings.publishes_notices:
+            raise ConfigurationError(
+                "subscribe() reads the notices stream, which is not published: the queue is "
+                '"inline" and the notices setting is not True. configure(notices=True) (or '
+                "ABADGES_NOTICES=true) to publish them to the Redis of redis_url."
+            )
+        user_id = None if user is None else self._identify(user)
+        position = check_last_id(last_id)
+        return read_notices(settings.redis_url, settings.notices_stream, user_id, position)
 
     # Presentation: progress, rarity, leaderboards ----------------------------------------------
 
@@ -542,6 +621,7 @@ class BadgeRegistry:
         announce: bool = True,
         deferred: bool = False,
         progress: Progress | None = None,
+        notify: bool = False,
     ) -> BackfillReport:
         """Evaluate badges for users who exist already, and record what they award, with
         `source` "backfill"; return a `BackfillReport`. See the backfill page of the docs.
@@ -551,7 +631,10 @@ class BadgeRegistry:
         `slugs` names the badges (default: all, deferred ones included, evaluated here without
         `freeze()`); `state(user)`, plain or async, gives `award()` more state. `revoke`
         revokes the levels of badges held once that `award()` no longer gives; `dry_run`
-        writes nothing and reports what would change; `announce=False` calls no callbacks.
+        writes nothing and reports what would change; `announce=False` calls no callbacks;
+        `notify=True` publishes the run's changes to the notices stream (by default a backfill
+        publishes none, so that it does not flood the users' live notices; its awards are in
+        their unseen lists either way).
         `checkpoint` names the run: its progress is saved, and the same call after a crash
         resumes where it stopped (give the same users in the same order). `deferred` sends
         each batch to the workers as a job (the `redis` queue); `progress(report)` is called
@@ -560,7 +643,9 @@ class BadgeRegistry:
         A badge that raises is counted in `failed`, with the first errors in `errors`; an
         error of the database ends the run with it, and a re-run records nothing twice.
         """
-        options = self._backfill_options(slugs, state, dry_run, revoke, announce)
+        if type(notify) is not bool:
+            raise TypeError(f"backfill() notify must be True or False; got {shorten(notify)}.")
+        options = self._backfill_options(slugs, state, dry_run, revoke, announce, notify)
         for name, value in (("batch_size", batch_size), ("concurrency", concurrency)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(
@@ -617,6 +702,7 @@ class BadgeRegistry:
         dry_run: bool,
         revoke: bool,
         announce: bool,
+        notify: bool,
     ) -> Options:
         if slugs is None:
             chosen = list(self._badges.values())
@@ -634,7 +720,7 @@ class BadgeRegistry:
             raise ValueError("backfill() has no badge to evaluate: slugs is empty.")
         if state is not None and not callable(state):
             raise TypeError(f"backfill() state must be callable; got {shorten(state)}.")
-        return Options(chosen, state, dry_run, revoke, announce)
+        return Options(chosen, state, dry_run, revoke, announce, notify)
 
     async def _backfill_user(self, item: Any) -> tuple[str, Any]:
         """The identity of an item of a backfill's users, and the user `award()` gets."""

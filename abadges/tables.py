@@ -62,6 +62,8 @@ awards = sa.Table(
     sa.Column("expires_at", _datetime(), nullable=True),
     # The level's `BadgeDetail.points` when it was awarded, which leaderboards add up.
     sa.Column("points", sa.Integer(), nullable=False, server_default="1"),
+    # When the user saw it (`mark_seen()`); None: in the unseen list (revision 0007).
+    sa.Column("seen_at", _datetime(), nullable=True),
     sa.UniqueConstraint("user_id", "slug", "level", "award_key", name="abadges_awards_once"),
     sa.Index("abadges_awards_user", "user_id", "awarded_at"),
     sa.Index("abadges_awards_holders", "slug", "level", "awarded_at"),
@@ -73,6 +75,15 @@ awards = sa.Table(
         "expires_at",
         postgresql_where=sa.text("expires_at IS NOT NULL"),
         sqlite_where=sa.text("expires_at IS NOT NULL"),
+    ),
+    # For each user's unseen awards, newest first (revision 0007).
+    sa.Index(
+        "abadges_awards_unseen",
+        "user_id",
+        "seen_at",
+        "awarded_at",
+        postgresql_where=sa.text("seen_at IS NULL"),
+        sqlite_where=sa.text("seen_at IS NULL"),
     ),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",

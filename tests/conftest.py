@@ -7,18 +7,22 @@ tests with a notice, except under `CI=true`, where it fails them.
 
 Redis is `ABADGES_TEST_REDIS_URL`, else 127.0.0.1:6379 when it answers, else a private
 redis-server the session starts. Each test queues under a queue name of its own and deletes it
-afterwards. Tests that stop Redis use a private server of their own (`redis_server`).
+afterwards. Tests that stop Redis use a private server of their own (`redis_server`). The
+notices of registries that a test configures itself (and of the processes it starts) go to a
+stream of the session's own (`ABADGES_NOTICES_STREAM`), deleted at its end; those of the
+`registry` fixture to one of the test's own.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import databases
 import pytest
+import redis
 import redis.asyncio
 import sqlalchemy as sa
 
@@ -35,6 +39,32 @@ SERVER_URLS = {
 }
 exercised: list[str] = []
 redis_used: list[str] = []
+#: Where the notices go of the registries and processes that set no stream of their own.
+SESSION_NOTICES = f"abadges:test:{uuid.uuid4().hex[:12]}:changes"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_notices() -> Iterator[str]:
+    """`ABADGES_NOTICES_STREAM` for the session; the stream is deleted from the shared Redis
+    at its end."""
+    previous = os.environ.get("ABADGES_NOTICES_STREAM")
+    os.environ["ABADGES_NOTICES_STREAM"] = SESSION_NOTICES
+    try:
+        yield SESSION_NOTICES
+    finally:
+        if previous is None:
+            del os.environ["ABADGES_NOTICES_STREAM"]
+        else:
+            os.environ["ABADGES_NOTICES_STREAM"] = previous
+        for used in redis_used:
+            url = used.partition(" ")[0]
+            client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+            try:
+                client.delete(SESSION_NOTICES)
+            except redis.RedisError:  # A private server, stopped by now: nothing is left.
+                pass
+            finally:
+                client.close()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql", "mysql"])
@@ -112,7 +142,13 @@ async def registry(
 ) -> AsyncIterator[BadgeRegistry]:
     """A connected registry with no badges over an empty awards table and an empty queue."""
     registry = BadgeRegistry()
-    registry.configure(database_url=database_url, redis_url=redis_url, queue_name=queue_name)
+    registry.configure(
+        database_url=database_url,
+        redis_url=redis_url,
+        queue_name=queue_name,
+        # Deleted with the queue's keys (see `queue_name`).
+        notices_stream=f"{queue_name}:changes",
+    )
     async with registry.lifespan():
         await registry.create_tables()
         await registry.database.execute(awards.delete())

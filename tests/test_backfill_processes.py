@@ -56,6 +56,8 @@ def process_env(**settings: str) -> dict[str, str]:
     terminal's from outside (the variables of coverage.py stay: the children are measured)."""
     outside = ("ABADGES_", "FORCE_COLOR", "NO_COLOR", "TTY_", "COLUMNS", "TERM")
     env = {k: v for k, v in os.environ.items() if not k.startswith(outside)}
+    # The session's stream of notices (tests/conftest.py), which it deletes at its end.
+    env["ABADGES_NOTICES_STREAM"] = os.environ["ABADGES_NOTICES_STREAM"]
     return {**env, "PYTHONPATH": str(ROOT), **settings}
 
 
@@ -521,6 +523,26 @@ async def test_abadges_backfill_json_reports_what_the_call_does(
     assert refused.stderr.decode() == (
         f"Error: --users {spec!r} names 'users', which is not callable.\n"
     )
+
+
+async def test_abadges_backfill_publishes_notices_only_with_notify(
+    cli_env: dict[str, str], redis_url: str, queue_name: str
+) -> None:
+    # Deleted with the queue's keys (the queue_name fixture).
+    env = {**cli_env, "ABADGES_TEST_USERS": "20", "ABADGES_NOTICES_STREAM": f"{queue_name}:n"}
+    users = "tests.support.backfill_badges:users"
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        quiet = await abadges(env, "backfill", "--users", users, "--json", "--badge", "member")
+        assert json.loads(quiet.stdout)["granted"] > 0, quiet.stderr.decode()
+        assert await client.xlen(f"{queue_name}:n") == 0
+        done = await abadges(env, "backfill", "--users", users, "--json", "--notify")
+        granted = json.loads(done.stdout)["granted"]
+        assert granted > 0, done.stderr.decode()
+        entries = await client.xrange(f"{queue_name}:n")
+        assert [fields[b"change"] for _, fields in entries] == [b"granted"] * granted
+    finally:
+        await client.aclose()
 
 
 async def test_abadges_backfill_takes_the_total_of_a_sized_result_and_refuses_bad_options(

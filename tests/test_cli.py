@@ -110,6 +110,8 @@ def cli(tmp_path: pathlib.Path) -> Cli:
     (tmp_path / "cli_badges.py").write_text(BADGE_MODULE)
     outside = ("ABADGES_", "FORCE_COLOR", "NO_COLOR", "TTY_", "COLUMNS")
     env = {k: v for k, v in os.environ.items() if not k.startswith(outside)}
+    # The session's stream of notices (tests/conftest.py), which it deletes at its end.
+    env["ABADGES_NOTICES_STREAM"] = os.environ["ABADGES_NOTICES_STREAM"]
     env |= {
         "PYTHONPATH": str(tmp_path),
         "ABADGES_BADGES": "cli_badges",
@@ -228,9 +230,9 @@ async def test_upgrade_an_empty_database_then_read_it_as_text(cli: Cli) -> None:
 
     before = await cli("db", "current")
     assert before.code == 1
-    assert before.out == f"{url}: revision none (this abadges: 0006).\n"
+    assert before.out == f"{url}: revision none (this abadges: 0007).\n"
     assert before.err == (
-        f"Error: The abadges tables of {url} are not at revision 0006: run `abadges db upgrade`.\n"
+        f"Error: The abadges tables of {url} are not at revision 0007: run `abadges db upgrade`.\n"
     )
     missing = (await cli("awards", "ada")).error_line()
     assert "abadges db upgrade" in missing
@@ -240,7 +242,7 @@ async def test_upgrade_an_empty_database_then_read_it_as_text(cli: Cli) -> None:
     assert upgraded.out == f"The abadges tables of {url} are up to date.\n"
     assert (await cli("awards", "ada")).out == "id  slug  level  name  awarded_at\n"
     after = await cli("db", "current", "--json")
-    assert after.json() == {"database_url": url, "current": "0006", "head": "0006"}
+    assert after.json() == {"database_url": url, "current": "0007", "head": "0007"}
 
     registry = BadgeRegistry()
     registry.configure(database_url=url, queue="inline")
@@ -331,7 +333,7 @@ async def test_upgrade_an_empty_database_then_read_it_as_text(cli: Cli) -> None:
             {"ABADGES_QUEUE": "celery"},
             "queue must be one of ['redis', 'inline']; got 'celery'. "
             "The ABADGES_* variables set: ['ABADGES_BADGES', 'ABADGES_DATABASE_URL', "
-            "'ABADGES_QUEUE'].",
+            "'ABADGES_NOTICES_STREAM', 'ABADGES_QUEUE'].",
             id="bad-setting",
         ),
     ],

@@ -17,7 +17,12 @@ def test_defaults() -> None:
         badges=(),
         user_id=default_user_id,
         user_loader=None,
+        notices=None,
+        notices_stream="abadges:changes",
+        notices_maxlen=10000,
     )
+    assert Settings.from_env({}).publishes_notices
+    assert not Settings(queue="inline").publishes_notices
 
 
 def test_environment_overrides_defaults() -> None:
@@ -40,6 +45,44 @@ def test_environment_overrides_defaults() -> None:
         badges=("app.badges", "app.more_badges"),
         user_loader="app.users:load",
     )
+
+
+@pytest.mark.parametrize(
+    ("environ", "notices", "publishes"),
+    [
+        ({"ABADGES_NOTICES": " TRUE", "ABADGES_QUEUE": "inline"}, True, True),
+        ({"ABADGES_NOTICES": "off"}, False, False),
+        ({"ABADGES_NOTICES": "1"}, True, True),
+        ({"ABADGES_NOTICES": "no"}, False, False),
+    ],
+)
+def test_the_notices_settings_come_from_the_environment(
+    environ: dict[str, str], notices: bool, publishes: bool
+) -> None:
+    settings = Settings.from_env(
+        {**environ, "ABADGES_NOTICES_STREAM": "app:live", "ABADGES_NOTICES_MAXLEN": " 500 "}
+    )
+    assert (settings.notices, settings.publishes_notices) == (notices, publishes)
+    assert (settings.notices_stream, settings.notices_maxlen) == ("app:live", 500)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"notices": "maybe"}, "notices must be None, True or False (ABADGES_NOTICES: one of"),
+        ({"notices": 1}, "got 1."),
+        ({"notices_stream": ""}, "notices_stream must be a non-empty str; got ''."),
+        ({"notices_stream": 5}, "notices_stream must be a non-empty str; got 5."),
+        ({"notices_maxlen": 0}, "notices_maxlen must be a whole number above 0; got 0."),
+        ({"notices_maxlen": "ten"}, "notices_maxlen must be a whole number above 0; got 'ten'."),
+        ({"notices_maxlen": True}, "got True."),
+        ({"notices_maxlen": 2.5}, "got 2.5."),
+    ],
+)
+def test_bad_notices_settings_are_named(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings(**values)  # type: ignore[arg-type]
+    assert message in str(caught.value)
 
 
 def test_a_bad_environment_variable_is_named() -> None:

