@@ -176,6 +176,7 @@ def test_metadata_describes_the_awards_table() -> None:
         "reason",
         "expires_at",
         "points",
+        "seen_at",
     ]
     [unique] = [
         c
