@@ -179,15 +179,19 @@ def grant(
     Gives USER badge SLUG at LEVEL (which a badge of one level does not need), recorded as a
     manual award with --by and --reason, and prints it. A level held already is not an error.
     """
-    award = run(lambda registry: registry.grant(user, slug, level, by=by, reason=reason))
-    if as_json:
-        print_json(None if award is None else award_record(award))
-        return
-    if award is None:
-        click.echo(f"User {user!r} holds {describe_badge(slug, level)} already.")
-        return
-    which = describe_badge(slug, award.level)
-    click.echo(f"Granted {which} ({award.name}) to user {user!r}: award {award.id}.")
+
+    def text(award: Award | None) -> str:
+        if award is None:
+            return f"User {user!r} holds {describe_badge(slug, level)} already."
+        which = describe_badge(slug, award.level)
+        return f"Granted {which} ({award.name}) to user {user!r}: award {award.id}."
+
+    print_change(
+        run(lambda registry: registry.grant(user, slug, level, by=by, reason=reason)),
+        as_json,
+        text,
+        lambda award: None if award is None else award_record(award),
+    )
 
 
 @change_command
@@ -199,12 +203,17 @@ def revoke(
     Removes USER's awards of badge SLUG (of LEVEL only, if given), each written to the history
     with --by and --reason, and prints how many.
     """
-    count = run(lambda registry: registry.revoke(user, slug, level, by=by, reason=reason))
-    if as_json:
-        print_json({"user_id": user, "slug": slug, "level": level, "revoked": count})
-        return
-    which = describe_badge(slug, level)
-    click.echo(f"Revoked {count} award{'' if count == 1 else 's'} of {which} from user {user!r}.")
+
+    def text(count: int) -> str:
+        which = describe_badge(slug, level)
+        return f"Revoked {count} award{'' if count == 1 else 's'} of {which} from user {user!r}."
+
+    print_change(
+        run(lambda registry: registry.revoke(user, slug, level, by=by, reason=reason)),
+        as_json,
+        text,
+        lambda count: {"user_id": user, "slug": slug, "level": level, "revoked": count},
+    )
 
 
 @main.command()
@@ -223,11 +232,12 @@ def expire(batch_size: int, as_json: bool) -> None:
     history as "expired" and announced to the on_revoke callbacks. Where no worker runs, run
     this from cron.
     """
-    moved = run(lambda registry: registry.expire_awards(batch_size))
-    if as_json:
-        print_json({"expired": moved})
-        return
-    click.echo(f"Moved {moved} expired award{'' if moved == 1 else 's'} to the history.")
+    print_change(
+        run(lambda registry: registry.expire_awards(batch_size)),
+        as_json,
+        lambda moved: f"Moved {moved} expired award{'' if moved == 1 else 's'} to the history.",
+        lambda moved: {"expired": moved},
+    )
 
 
 @main.command()
@@ -679,6 +689,25 @@ def award_record(award: Award) -> dict[str, Any]:
 
 def describe_badge(slug: str, level: int | None) -> str:
     return f"badge {slug!r}" if level is None else f"badge {slug!r} level {level}"
+
+
+def print_change(
+    result: T, as_json: bool, text: Callable[[T], str], record: Callable[[T], object]
+) -> None:
+    """Print the result of a command that publishes notices: `record(result)` as JSON, or
+    `text(result)`.
+
+    Such a command calls this with `run()` among the arguments, so that nothing of it runs
+    after `run()` but in frames entered afterwards. On CPython 3.11, once redis-py has resumed
+    a coroutine by throwing into it (its `asyncio.timeout(0)` check of a pooled connection),
+    the frames still on the stack lose their line events for coverage.py
+    (python/cpython#106749, coveragepy/coveragepy#2124), and the command is measured in a
+    subprocess.
+    """
+    if as_json:
+        print_json(record(result))
+    else:
+        click.echo(text(result))
 
 
 def print_json(data: object) -> None:
