@@ -8,9 +8,12 @@ python -m aiohttp.web -H 127.0.0.1 -P 8000 examples.aiohttp_app:create_app
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp_sse import EventSourceResponse, sse_response
 
 from abadges.integrations.aiohttp import setup
 
@@ -57,6 +60,49 @@ async def grant(request: web.Request) -> web.Response:
 @routes.post("/users/{id}/revocations")
 async def revoke(request: web.Request) -> web.Response:
     return web.json_response(await api.revoke(request.match_info["id"], await request.read()))
+
+
+@routes.get("/users/{id}/unseen")
+async def user_unseen(request: web.Request) -> web.Response:
+    return web.json_response(await api.user_unseen(request.match_info["id"]))
+
+
+@routes.post("/users/{id}/seen")
+async def mark_seen(request: web.Request) -> web.Response:
+    return web.json_response(await api.mark_seen(request.match_info["id"], await request.read()))
+
+
+@routes.get("/users/{id}/notices")
+async def notices(request: web.Request) -> web.StreamResponse:
+    """The user's notices as server-sent events (see `api.open_notices`), until the client goes
+    away: aiohttp cancels this handler then when its server runs with `handler_cancellation`
+    (as its test server does); otherwise the next heartbeat or notice finds the connection
+    closed, within `api.HEARTBEAT` seconds."""
+    events = api.open_notices(
+        request.match_info["id"],
+        request.headers.get("Last-Event-ID"),
+        request.query.getall("last_id", []),
+    )
+    async with sse_response(request, sep="\n", ping_interval=api.HEARTBEAT) as response:
+        relaying = asyncio.create_task(relay(events, response))
+        try:
+            await response.wait()  # Until a heartbeat fails, or the relay ends.
+        finally:
+            relaying.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
+                await relaying
+    return response
+
+
+async def relay(
+    events: AsyncGenerator[dict[str, str], None], response: EventSourceResponse
+) -> None:
+    try:
+        async with contextlib.aclosing(events):
+            async for event in events:
+                await response.send(event["data"], id=event["id"], event=event["event"])
+    finally:
+        response.stop_streaming()
 
 
 @routes.get("/badges")

@@ -6,16 +6,18 @@ The apps route requests here and turn `HTTPError` into an error response. `grant
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from typing import Any, Literal
 
 from abadges import (
     Award,
     AwardChange,
+    AwardNotice,
     Badge,
     BadgeNotRegisteredError,
     BadgeProgress,
@@ -40,6 +42,15 @@ CHANGE_FIELDS = ("badge", "level", "by", "reason")
 LEADERBOARD_PAGE = 10
 MAX_LEADERBOARD_PAGE = 100
 LEADERBOARD_ORDERS = ("points", "awards")
+#: Seconds between the comments (`: ping`) that keep an idle stream of notices open through
+#: proxies that close quiet connections.
+HEARTBEAT = 15.0
+#: The comment itself, as `with_heartbeat` writes it (the SSE libraries write their own).
+PING = b": ping\n\n"
+#: The `event:` of each notice on the stream.
+NOTICE_EVENT = "notice"
+#: What the body of `POST /users/{id}/seen` may hold.
+SEEN_FIELDS = ("ids",)
 
 
 class HTTPError(Exception):
@@ -129,6 +140,111 @@ async def revoke(user_id: str, body: bytes) -> dict[str, Any]:
     with _refusing_bad_changes():
         revoked = await badges.revoke(user_id, slug, level, by=by, reason=reason)
     return {"revoked": revoked}
+
+
+async def user_unseen(user_id: str) -> dict[str, Any]:
+    """`GET /users/{id}/unseen`: the user's awards not marked seen, newest first, each with its
+    `id`, to give back to `POST /users/{id}/seen`."""
+    unseen = await badges.unseen(_user_id(user_id))
+    return {"user": user_id, "count": len(unseen), "awards": [_award_with_id(a) for a in unseen]}
+
+
+async def mark_seen(user_id: str, body: bytes) -> dict[str, Any]:
+    """`POST /users/{id}/seen` with `{"ids": [12, 13]}`: mark those of the user's unseen awards
+    seen; with no body (or no `ids`), all of them. `marked` says how many were."""
+    user_id = _user_id(user_id)
+    data = _json(body) if body.strip() else {}
+    unknown = sorted(set(data) - set(SEEN_FIELDS))
+    if unknown:
+        raise HTTPError(400, f"Unknown field {unknown[0][:80]!r}; the only field is 'ids'.")
+    try:
+        marked = await badges.mark_seen(user_id, data.get("ids"))
+    except ValueError as exc:  # Ids that are not award ids: abadges names them.
+        raise HTTPError(400, str(exc)) from None
+    return {"marked": marked}
+
+
+def open_notices(
+    user_id: str, last_event_id: str | None, last_id: list[str]
+) -> AsyncGenerator[dict[str, str], None]:
+    """`GET /users/{id}/notices`: the user's notices as server-sent events, each a dict of
+    its `id` (the notice's stream id), `event` ("notice") and `data` (one line of JSON, see
+    `notice_data`), for the framework's SSE response to write.
+
+    It resumes after `last_event_id`, the `Last-Event-ID` header a browser's `EventSource`
+    sends when it reconnects, else after the `last_id` query parameter (every value the query
+    string gives it), else from now on. A bad one is refused here, before the response starts,
+    with the message of `subscribe()`."""
+    user_id = _user_id(user_id)
+    position = last_event_id or _query_text("last_id", last_id)
+    try:
+        notices = badges.subscribe(user_id, last_id=position)
+    except ValueError as exc:
+        raise HTTPError(400, str(exc)) from None
+    return _notice_events(notices)
+
+
+async def _notice_events(
+    notices: AsyncGenerator[AwardNotice, None],
+) -> AsyncGenerator[dict[str, str], None]:
+    # The subscription's Redis connection is closed when the response closes this generator
+    # (the client went away), or when a cancellation goes through it.
+    try:
+        async for notice in notices:
+            yield {
+                "id": notice.id,
+                "event": NOTICE_EVENT,
+                "data": json.dumps(notice_data(notice), separators=(",", ":")),
+            }
+    finally:
+        await notices.aclose()
+
+
+def notice_data(notice: AwardNotice) -> dict[str, Any]:
+    """The `data` of a notice's event: its stream `id`, its `change` ("granted", "revoked",
+    "expired", "replaced"), and the `award` as `GET /users/{id}/badges` gives one, with its
+    `id` and `user`."""
+    return {"id": notice.id, "change": notice.change, "award": _award_with_id(notice.award)}
+
+
+def format_event(event: dict[str, str]) -> bytes:
+    """An event of `open_notices()` as the lines of the stream, for a framework with no SSE
+    library: its fields hold no line breaks (the data is one line of JSON)."""
+    return f"id: {event['id']}\nevent: {event['event']}\ndata: {event['data']}\n\n".encode()
+
+
+async def with_heartbeat(
+    events: AsyncGenerator[dict[str, str], None], interval: float
+) -> AsyncIterator[bytes]:
+    """The events as the stream's bytes (`format_event`), and `PING` after every `interval`
+    seconds without one, for a framework with no SSE library. Closing it closes `events`."""
+    # A task of its own reads the events, for as long as the stream is open: cancelling a
+    # wait for the next one would end the subscription.
+    ready: asyncio.Queue[dict[str, str] | None] = asyncio.Queue(maxsize=1)
+
+    async def relay() -> None:
+        async for event in events:
+            await ready.put(event)
+        await ready.put(None)
+
+    relaying = asyncio.ensure_future(relay())
+    try:
+        while True:
+            try:
+                event = await asyncio.wait_for(ready.get(), interval)
+            except TimeoutError:
+                if relaying.done():  # The events failed: their error ends the stream.
+                    await relaying
+                yield PING
+                continue
+            if event is None:
+                return
+            yield format_event(event)
+    finally:
+        relaying.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relaying
+        await events.aclose()
 
 
 async def badge_list() -> list[dict[str, Any]]:
@@ -286,6 +402,10 @@ def _award(award: Award) -> dict[str, Any]:
     }
 
 
+def _award_with_id(award: Award) -> dict[str, Any]:
+    return {"id": award.id, "user": award.user_id, **_award(award)}
+
+
 def _change(change: AwardChange) -> dict[str, Any]:
     return {
         "action": change.action,
@@ -364,6 +484,14 @@ def _query_number(name: str, values: list[str], default: int, lowest: int, highe
             400, f"{name} must be a whole number from {lowest} to {highest:,}; got {text[:80]!r}."
         )
     return int(text)
+
+
+def _query_text(name: str, values: list[str]) -> str | None:
+    if not values:
+        return None
+    if len(values) > 1:
+        raise HTTPError(400, f"{name} must be given once; got it {len(values)} times.")
+    return values[0]
 
 
 def _query_choice(name: str, values: list[str], choices: Sequence[str]) -> str | None:

@@ -64,12 +64,14 @@ async def catalogue() -> dict[str, Any]:
 
 async def user(user_id: str) -> dict[str, Any]:
     """`/users/{id}`: the badges held (one held several times, once with its count), the
-    progress toward the next levels, and the latest changes, with their reasons."""
+    progress toward the next levels, and the latest changes, with their reasons; the ids of
+    the unseen awards, which the header counts."""
     awards = (await api.user_badges(user_id))["awards"]
     progress = (await api.user_progress(user_id))["progress"]
     changes = (await api.user_history(user_id, [], []))["changes"]
     standing = await badges.standing(user_id)
     site_user = await store.load_user(user_id)
+    unseen = (await api.user_unseen(user_id))["awards"]
 
     times = collections.Counter((a["slug"], a["level"]) for a in awards)
     newest: dict[tuple[str, int], dict[str, Any]] = {}
@@ -98,6 +100,10 @@ async def user(user_id: str) -> dict[str, Any]:
         "standing": standing,
         "held": held,
         "progress": [_bar(p) for p in progress if p["next_level"] is not None],
+        # The header's count of new badges, and what notices.js needs to keep it and to show
+        # a toast with the badge's picture as each notice comes.
+        "unseen": [a["id"] for a in unseen],
+        "images": images(),
         "changes": [
             {
                 "day": _day(c["at"]),
@@ -123,6 +129,16 @@ async def leaderboard(by: list[str], badge: list[str]) -> dict[str, Any]:
         "badge_title": None if board["badge"] is None else title(listed[board["badge"]]),
         "badges": [{"slug": slug, "title": title(b)} for slug, b in listed.items()],
         "standings": board["standings"],
+    }
+
+
+def images() -> dict[str, str]:
+    """The picture of each level of every registered badge, by "slug:level"."""
+    return {
+        f"{slug}:{level}": image
+        for slug, badge in badges.registered.items()
+        for level in range(1, len(badge.levels) + 1)
+        if (image := badge.image_of(level)) is not None
     }
 
 

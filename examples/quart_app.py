@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Quart, ResponseReturnValue, request
+from quart import Quart, Response, ResponseReturnValue, request
 
 from abadges.integrations.quart import init_app
 
@@ -55,6 +55,33 @@ async def grant(id: str) -> ResponseReturnValue:
 @app.post("/users/<id>/revocations")
 async def revoke(id: str) -> dict[str, Any]:
     return await api.revoke(id, await request.body)
+
+
+@app.get("/users/<id>/unseen")
+async def user_unseen(id: str) -> dict[str, Any]:
+    return await api.user_unseen(id)
+
+
+@app.post("/users/<id>/seen")
+async def mark_seen(id: str) -> dict[str, Any]:
+    return await api.mark_seen(id, await request.body)
+
+
+@app.get("/users/<id>/notices")
+async def notices(id: str) -> ResponseReturnValue:
+    """The user's notices as server-sent events (see `api.open_notices`), written by Quart's
+    own streaming. When the client goes away, Quart cancels the response, which closes the
+    subscription."""
+    events = api.open_notices(
+        id, request.headers.get("Last-Event-ID"), request.args.getlist("last_id")
+    )
+    response = Response(
+        api.with_heartbeat(events, api.HEARTBEAT),
+        content_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+    response.timeout = None  # Open as long as the client stays.
+    return response
 
 
 @app.get("/badges")

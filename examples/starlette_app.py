@@ -12,6 +12,7 @@ import pathlib
 from typing import Any
 
 import jinja2
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -62,6 +63,29 @@ async def grant(request: Request) -> Response:
 
 async def revoke(request: Request) -> Response:
     return JSONResponse(await api.revoke(request.path_params["id"], await request.body()))
+
+
+async def user_unseen(request: Request) -> Response:
+    return JSONResponse(await api.user_unseen(request.path_params["id"]))
+
+
+async def mark_seen(request: Request) -> Response:
+    return JSONResponse(await api.mark_seen(request.path_params["id"], await request.body()))
+
+
+async def notices(request: Request) -> Response:
+    """The user's notices as server-sent events (see `api.open_notices`). When the client goes
+    away, sse-starlette cancels the stream, which closes the subscription."""
+    events = api.open_notices(
+        request.path_params["id"],
+        request.headers.get("last-event-id"),
+        request.query_params.getlist("last_id"),
+    )
+    return EventSourceResponse(events, ping=api.HEARTBEAT, sep="\n", ping_message_factory=ping)
+
+
+def ping() -> ServerSentEvent:
+    return ServerSentEvent(comment="ping", sep="\n")
 
 
 async def badge_list(request: Request) -> Response:
@@ -133,6 +157,9 @@ app = Starlette(
         Route("/users/{id}/progress", user_progress),
         Route("/users/{id}/grants", grant, methods=["POST"]),
         Route("/users/{id}/revocations", revoke, methods=["POST"]),
+        Route("/users/{id}/unseen", user_unseen),
+        Route("/users/{id}/seen", mark_seen, methods=["POST"]),
+        Route("/users/{id}/notices", notices),
         Route("/badges", badge_list),
         Route("/badges/stats", badge_stats),
         Route("/badges/{slug}/{level}", badge_holders),

@@ -1,15 +1,19 @@
-"""The example site's database and environment, for the tests of the example apps."""
+"""The example site's database and environment, for the tests of the example apps, and the
+browser of the browser tests."""
 
 from __future__ import annotations
 
 import os
 import pathlib
+from collections.abc import Iterator
 
 import pytest
+from selenium import webdriver
 
 from abadges import badges
 from abadges.tables import awards, metadata
 from examples import store
+from tests.support.browser import start_browser
 
 ROOT = pathlib.Path(__file__).parents[2]
 
@@ -35,3 +39,10 @@ async def site_env(
         "ABADGES_BADGES": "examples.badges",
         "ABADGES_USER_LOADER": "examples.store:load_user",
     }
+
+
+@pytest.fixture
+def browser(tmp_path: pathlib.Path) -> Iterator[webdriver.Chrome]:
+    """A headless Chromium (see `tests/support/browser.py`)."""
+    with start_browser(tmp_path) as driver:
+        yield driver

@@ -1,76 +1,23 @@
 """What a person sees: the Starlette example's pages in a real, headless Chromium.
 
-Chromium and chromedriver are Debian's (`apt-get install chromium chromium-driver`); without
-them the test is skipped, except under CI, where it fails. The full-page screenshots go to
-`build/screenshots/`; with `ABADGES_UPDATE_DOCS_IMAGES=1` also to `docs/images/`, the docs'
-copies (the pages show today's dates, so a run on another day would change them).
+The browser is the `browser` fixture of `conftest.py` (see `tests/support/browser.py`); the
+full-page screenshots go to `build/screenshots/`, and with `ABADGES_UPDATE_DOCS_IMAGES=1` also
+to `docs/images/`, the docs' copies (the pages show today's dates, so a run on another day
+would change them).
 """
 
 from __future__ import annotations
 
-import base64
 import datetime
-import os
-import pathlib
-import shutil
-from collections.abc import Iterator
 
 import anyio.to_thread
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from tests.support import IN_CI
+from tests.support.browser import screenshot
 from tests.support.example_site import call, serve
-
-ROOT = pathlib.Path(__file__).parents[2]
-CHROMIUM = pathlib.Path("/usr/bin/chromium")
-CHROMEDRIVER = pathlib.Path("/usr/bin/chromedriver")
-SCREENSHOTS = ROOT / "build" / "screenshots"
-DOCS_IMAGES = ROOT / "docs" / "images"
-WINDOW = (1200, 900)
-# The machine's network is closed: without the background-networking flags Chromium keeps
-# trying to reach Google's services, and floods the log with refused connections.
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    f"--window-size={WINDOW[0]},{WINDOW[1]}",
-]
-
-
-@pytest.fixture
-def browser(tmp_path: pathlib.Path) -> Iterator[webdriver.Chrome]:
-    """A headless Chromium of a profile of its own, driven through chromedriver."""
-    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
-    if missing:
-        message = (
-            f"{' and '.join(missing)} not found: the browser test needs Debian's chromium "
-            "and chromium-driver packages"
-        )
-        if IN_CI:
-            pytest.fail(f"{message}; CI must run it (.ci/run installs them).")
-        pytest.skip(message)
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for flag in [*FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]:
-        options.add_argument(flag)
-    # The path given, chromedriver is not looked for (Selenium Manager would download one).
-    service = Service(str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
-    driver = webdriver.Chrome(options=options, service=service)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -167,18 +114,3 @@ def look_at_pages(browser: webdriver.Chrome, base_url: str) -> None:
     rows[3].find_element(By.TAG_NAME, "a").click()
     assert browser.current_url == f"{base_url}/users/bob"
     assert browser.find_element(By.TAG_NAME, "h1").text == "bob"
-
-
-def screenshot(browser: webdriver.Chrome, name: str) -> None:
-    """Save the whole page, not only the window, as `name`.png (and, when asked, in the
-    docs)."""
-    size = browser.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-    clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
-    shot = browser.execute_cdp_cmd(
-        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
-    )
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    path.write_bytes(base64.b64decode(shot["data"]))
-    if os.environ.get("ABADGES_UPDATE_DOCS_IMAGES") == "1":
-        shutil.copyfile(path, DOCS_IMAGES / path.name)

@@ -53,3 +53,39 @@ async def call(
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     return response.json()
+
+
+class EventStream:
+    """The server-sent events of a streaming response, read one at a time, each within
+    `WAIT` seconds."""
+
+    WAIT = 10
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self._lines = response.aiter_lines()
+
+    async def next_event(self) -> list[tuple[str, str]]:
+        """The fields of the next event, in the order the stream gives them; comments
+        between events are passed over."""
+        while True:
+            kind, read = await self.next_item()
+            if kind == "event":
+                assert isinstance(read, list)
+                return read
+
+    async def next_item(self) -> tuple[str, list[tuple[str, str]] | str]:
+        """The next event ("event", its fields), or comment line ("comment", the line)."""
+        fields: list[tuple[str, str]] = []
+        with anyio.fail_after(self.WAIT):
+            async for line in self._lines:
+                if not line:
+                    if fields:
+                        return "event", fields
+                    continue
+                if line.startswith(":"):
+                    assert not fields, f"A comment {line!r} inside an event: {fields}"
+                    return "comment", line
+                name, _, value = line.partition(":")
+                fields.append((name, value.removeprefix(" ")))
+        raise AssertionError(f"The stream ended; the last fields read were {fields}.")
