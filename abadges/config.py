@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from ._utils import obscure
 from .exceptions import ConfigurationError
+from .openbadges.settings import OpenBadgesSettings
 from .redis_url import redis_options
 from .users import UserIdFunction, default_user_id
 
@@ -89,6 +90,11 @@ class Settings:
     """About how many notices the stream keeps (`XADD ... MAXLEN ~`): the oldest are trimmed.
     Environment: `ABADGES_NOTICES_MAXLEN`."""
 
+    openbadges: OpenBadgesSettings | None = None
+    """How awards are issued as Open Badges 3.0 credentials: an
+    `abadges.openbadges.OpenBadgesSettings` (see the Open Badges page of the docs). None (the
+    default): they are not."""
+
     def __post_init__(self) -> None:
         if self.queue not in QUEUES:
             raise ConfigurationError(f"queue must be one of {list(QUEUES)}; got {self.queue!r}.")
@@ -110,6 +116,11 @@ class Settings:
             raise ConfigurationError(f"badges must be module names; got {self.badges!r}.")
         object.__setattr__(self, "badges", tuple(m.strip() for m in badges if m.strip()))
         self._check_notices()
+        if self.openbadges is not None and not isinstance(self.openbadges, OpenBadgesSettings):
+            raise ConfigurationError(
+                "openbadges must be None or an abadges.openbadges.OpenBadgesSettings; got "
+                f"{type(self.openbadges).__name__}."
+            )
 
     @property
     def publishes_notices(self) -> bool:

@@ -15,7 +15,8 @@ Every error abadges raises on purpose derives from `AbadgesError`:
     ├── QueueUnavailableError
     ├── InvalidJobError
     ├── CheckpointError
-    └── BackfillJobError
+    ├── BackfillJobError
+    └── CredentialError
 
 Exceptions raised by a badge's own `award()` or `freeze()` are not wrapped: whenever badges
 of an event fail, the call raises one `BadgeErrorGroup` holding their errors as they are,
@@ -49,6 +50,7 @@ __all__ = [
     "BadgeNotRegisteredError",
     "CheckpointError",
     "ConfigurationError",
+    "CredentialError",
     "InvalidAwardError",
     "InvalidJobError",
     "InvalidLevelError",
@@ -150,6 +152,12 @@ class CheckpointError(AbadgesError):
 class BackfillJobError(AbadgesError):
     """An error of a backfill batch that a worker ran, as the worker reported it; also raised
     when a batch's job ended without a report."""
+
+
+class CredentialError(AbadgesError):
+    """Raised when an Open Badges credential cannot be issued (no such award, or one no
+    longer held) or does not verify: the message says which check failed, the signature, a
+    date or the revocation status."""
 
 
 class SchemaError(ConfigurationError):

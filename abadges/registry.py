@@ -42,6 +42,7 @@ from .exceptions import (
     BadgeAlreadyRegisteredError,
     BadgeNotRegisteredError,
     ConfigurationError,
+    CredentialError,
     InvalidLevelError,
     InvalidStateError,
     NotConnectedError,
@@ -49,6 +50,8 @@ from .exceptions import (
 from .jobs import Job, dumps, loads
 from .notices import AwardNotice, Publisher, check_last_id
 from .notices import subscribe as read_notices
+from .openbadges.issuing import CredentialIssuer
+from .openbadges.verifying import verify
 from .queue import JobQueue
 from .standings import BadgeProgress, BadgeStats, RankBy, Standing
 from .storage import open_store
@@ -82,6 +85,7 @@ class BadgeRegistry:
         self._settings: Settings | None = None
         self._connection: Connection | None = None
         self._user_loader: UserLoader | None = None
+        self._issuer: CredentialIssuer | None = None
 
     # Definitions ------------------------------------------------------------------------------
 
@@ -604,6 +608,93 @@ class BadgeRegistry:
                 moved += len(batch)
                 if len(batch) < batch_size:
                     return moved
+
+    # Open Badges --------------------------------------------------------------------------------
+
+    def issuer_profile(self) -> dict[str, Any]:
+        """The issuer's Open Badges `Profile`, as a JSON-ready dict (see the Open Badges page of
+        the docs); `ConfigurationError` when the `openbadges` setting is not given."""
+        return self._credential_issuer().issuer_profile()
+
+    def achievement(self, slug: str, level: int | None = None) -> dict[str, Any]:
+        """The Open Badges `Achievement` of a registered badge's level (a badge of one level
+        needs none)."""
+        issuer = self._credential_issuer()
+        badge = self.get_badge(slug)
+        return issuer.achievement(badge, badge.check_level(1 if level is None else level))
+
+    def jwks(self) -> dict[str, Any]:
+        """The JWK Set of the public keys credentials are signed with: the signing key's and
+        the `previous_keys`, each named by its `kid`."""
+        return self._credential_issuer().jwks()
+
+    async def credential(self, award_id: int) -> dict[str, Any]:
+        """The `OpenBadgeCredential` of a held award, as a JSON-ready dict; `CredentialError`
+        when no award has that id, or when it was revoked, replaced or has expired."""
+        issuer = self._credential_issuer()
+        if isinstance(award_id, bool) or not isinstance(award_id, int) or award_id < 1:
+            raise ValueError(
+                f"credential() award_id must be a whole number above 0; got {shorten(award_id)}."
+            )
+        with self._call() as connection:
+            state = await connection.store.award_state(award_id)
+        if state is None:
+            raise CredentialError(f"No award has the id {award_id}: it has no credential.")
+        if isinstance(state, str):
+            raise CredentialError(
+                f"Award {award_id} was {state}: a credential is issued for held awards only."
+            )
+        badge = self._badges.get(state.slug)
+        if badge is None or state.name is None:
+            raise CredentialError(
+                f"Award {award_id} is of badge {state.slug!r} level {state.level}, which is not "
+                "registered: its achievement is unknown."
+            )
+        return await issuer.credential(badge, state)
+
+    async def credential_jwt(self, award_id: int) -> str:
+        """The credential of a held award (see `credential()`) as a VC-JWT signed with the
+        signing key, its `kid` in the header."""
+        return self._credential_issuer().sign(await self.credential(award_id))
+
+    async def status_list(self) -> str:
+        """The status list: a `BitstringStatusListCredential` as a signed VC-JWT, whose bit
+        `i` is set when award `i` was revoked or replaced. Third parties give it to
+        `abadges.openbadges.verify()`."""
+        issuer = self._credential_issuer()
+        with self._call() as connection:
+            revoked = await connection.store.revoked_award_ids()
+        return issuer.status_list(revoked, datetime.datetime.now(datetime.UTC))
+
+    async def verify_credential(self, token: str) -> dict[str, Any]:
+        """The credential of the VC-JWT `token` when its signature, its dates and its award's
+        state in the database all hold; else `CredentialError` saying which failed."""
+        issuer = self._credential_issuer()
+        credential = verify(token, issuer.jwks())
+        award_id = issuer.award_id(credential)
+        if award_id is None:
+            raise CredentialError(
+                f"Credential {shorten(credential.get('id'))} is not one of this issuer's: its "
+                f"credentials are under {issuer.settings.base_url}/credentials/."
+            )
+        with self._call() as connection:
+            state = await connection.store.award_state(award_id)
+        if not isinstance(state, Award):
+            how = "no longer exists" if state is None else f"was {state}"
+            raise CredentialError(f"Credential {credential['id']} is not valid: its award {how}.")
+        return credential
+
+    def _credential_issuer(self) -> CredentialIssuer:
+        """The issuer of the `openbadges` setting in force, built (its keys loaded) once."""
+        settings = self.settings.openbadges
+        if settings is None:
+            raise ConfigurationError(
+                "Open Badges are not set up: call badges.configure(openbadges="
+                "OpenBadgesSettings(...)) (see the Open Badges page of the docs)."
+            )
+        if self._issuer is None or self._issuer.settings is not settings:
+            self._issuer = CredentialIssuer(settings)
+        return self._issuer
 
     # Backfill -----------------------------------------------------------------------------------
 

@@ -26,6 +26,8 @@ PUBLIC_MODULES = [
     "abadges.integrations.aiohttp",
     "abadges.integrations.quart",
     "abadges.integrations.starlette",
+    "abadges.openbadges",
+    "abadges.openbadges.settings",
     "abadges.tables",
     "abadges.testing",
     "abadges.worker",

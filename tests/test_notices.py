@@ -20,8 +20,6 @@ import redis.asyncio
 from abadges import (
     Award,
     AwardNotice,
-    Badge,
-    BadgeAwarded,
     BadgeRegistry,
     ConfigurationError,
 )
@@ -29,23 +27,11 @@ from abadges.notices import fields_of, notice_of
 from abadges.queue import ENQUEUE_TIMEOUT
 from abadges.storage.base import NewAward
 from abadges.testing import RedisServer, free_port
-from tests.support.badges import RankBadge, ThanksBadge
+from tests.support.badges import LadderBadge, RankBadge, ThanksBadge
 from tests.support.deferred_badges import WeeklyBadge
 
 UTC = datetime.UTC
 START = datetime.datetime(2024, 1, 1, tzinfo=UTC)
-
-
-class LadderBadge(Badge):
-    """Each level replaces the ones below it."""
-
-    slug = "ladder"
-    levels = ["One", "Two", "Three"]
-    events = ["climbed"]
-    replaces_lower = True
-
-    def award(self, **state: Any) -> BadgeAwarded:
-        return BadgeAwarded(level=state["level"])
 
 
 @pytest.fixture

@@ -407,7 +407,8 @@ async def test_configure_refuses_unknown_settings_and_a_live_connection(
     assert str(caught.value) == (
         "configure() got unknown setting(s) ['databse_url']; "
         "the settings are ['badges', 'database_url', 'notices', 'notices_maxlen', "
-        "'notices_stream', 'queue', 'queue_name', 'redis_url', 'user_id', 'user_loader']."
+        "'notices_stream', 'openbadges', 'queue', 'queue_name', 'redis_url', 'user_id', "
+        "'user_loader']."
     )
 
 

@@ -587,6 +587,43 @@ class Store(abc.ABC):
             )
         return ended
 
+    # Credentials ----------------------------------------------------------------------------------
+
+    async def award_state(self, award_id: int) -> Award | Action | None:
+        """The award of id `award_id` when it is held; else how it stopped being held (the last
+        action of its history: "revoked", "expired", "replaced"), or None when no award had
+        that id."""
+        async with self.connection() as connection:
+            with self.translating_errors():
+                row = await connection.fetch_one(awards.select().where(awards.c.id == award_id))
+                if row is not None and row["revoked_at"] is None:
+                    award = self.award(row)
+                    if award.expires_at is None or award.expires_at > datetime.datetime.now(UTC):
+                        return award
+                query = (
+                    sa.select(history.c.action)
+                    .where(history.c.award_id == award_id, history.c.action != "granted")
+                    .order_by(history.c.id.desc())
+                    .limit(1)
+                )
+                ended = await connection.fetch_one(query)
+        if ended is not None:
+            action: Action = ended[0]
+            return action
+        # Expired, and not moved to the history yet.
+        return None if row is None else "expired"
+
+    async def revoked_award_ids(self) -> list[int]:
+        """The ids of the awards revoked, or replaced by a higher level: the status list's."""
+        query = (
+            sa.select(history.c.award_id)
+            .where(history.c.action.in_(("revoked", "replaced")))
+            .distinct()
+        )
+        async with self.connection() as connection:
+            with self.translating_errors():
+                return [int(row[0]) for row in await connection.fetch_all(query)]
+
     # Backfills ------------------------------------------------------------------------------------
 
     async def awards_of(self, pairs: Sequence[tuple[str, str]]) -> list[StoredAward]:

@@ -26,3 +26,15 @@ class ThanksBadge(Badge):
 
     def award(self, **state: Any) -> BadgeAwarded:
         return BadgeAwarded()
+
+
+class LadderBadge(Badge):
+    """Each level replaces the ones below it."""
+
+    slug = "ladder"
+    levels = ["One", "Two", "Three"]
+    events = ["climbed"]
+    replaces_lower = True
+
+    def award(self, **state: Any) -> BadgeAwarded:
+        return BadgeAwarded(level=state["level"])
