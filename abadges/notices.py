@@ -15,19 +15,15 @@ import dataclasses
 import datetime
 import json
 import logging
-import random
 import re
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from ._utils import describe, obscure, shorten
 from .awards import Action, Award
-from .exceptions import ConfigurationError
 from .queue import ENQUEUE_TIMEOUT
 from .redis_url import redis_client
 
@@ -36,15 +32,6 @@ logger = logging.getLogger("abadges.notices")
 #: The version of an entry's fields.
 NOTICE_VERSION = "1"
 CHANGES: tuple[Action, ...] = ("granted", "revoked", "expired", "replaced")
-#: Seconds one XREAD of a subscriber blocks for; its socket waits this long and `READ_SLACK`.
-BLOCK = 5.0
-READ_SLACK = 5.0
-#: How many entries one XREAD reads at most.
-READ_COUNT = 100
-#: Seconds a subscriber waits before it reconnects to a Redis that went away: doubled after
-#: each failure, up to the cap, with jitter so that many subscribers do not return at once.
-RECONNECT_DELAY = 0.1
-RECONNECT_DELAY_CAP = 5.0
 #: A stream id: milliseconds, and a sequence number (which Redis takes as 0 when left out).
 STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
 
@@ -147,67 +134,3 @@ def check_last_id(last_id: object) -> str | None:
             f"'1718000000000-0'; got {shorten(last_id)}."
         )
     return last_id
-
-
-async def subscribe(
-    redis_url: str, stream: str, user_id: str | None, last_id: str | None
-) -> AsyncGenerator[AwardNotice, None]:
-    """The notices of the stream after `last_id` (None: from now on), of user `user_id` only
-    when given; reconnecting, with backoff, to a Redis that went away, and going on after the
-    last notice read. Entries that are not abadges notices are skipped with a warning."""
-    client = redis_client(
-        redis_url, socket_connect_timeout=ENQUEUE_TIMEOUT, socket_timeout=BLOCK + READ_SLACK
-    )
-    wanted = None if user_id is None else user_id.encode("utf-8", "surrogatepass")
-    position = last_id
-    delay = RECONNECT_DELAY
-    try:
-        while True:
-            try:
-                if position is None:
-                    # The stream's last id, not "$": what is published once this has run is
-                    # read, across a reconnection too.
-                    newest = await client.xrevrange(stream, count=1)
-                    position = newest[0][0].decode() if newest else "0-0"
-                found = await client.xread(
-                    {stream: position}, count=READ_COUNT, block=int(BLOCK * 1000)
-                )
-            except (OSError, RedisConnectionError, RedisTimeoutError) as exc:
-                logger.warning(
-                    "Lost the Redis stream %r at %s (%s); reading again after %s in %.1fs.",
-                    stream,
-                    obscure(redis_url),
-                    describe(exc),
-                    position or "its last entry",
-                    delay,
-                )
-                await anyio.sleep(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, RECONNECT_DELAY_CAP)
-                continue
-            except ResponseError as exc:
-                raise ConfigurationError(
-                    f"Redis at {obscure(redis_url)} cannot read {stream!r} as the stream of "
-                    f"notices ({describe(exc)}): the notices_stream setting names a key that "
-                    "holds something else."
-                ) from exc
-            delay = RECONNECT_DELAY
-            for _, entries in found:
-                for raw_id, fields in entries:
-                    position = raw_id.decode()
-                    if wanted is not None and fields.get(b"user_id") != wanted:
-                        continue
-                    try:
-                        notice = notice_of(position, fields)
-                    except (KeyError, TypeError, ValueError) as exc:
-                        logger.warning(
-                            "Skipped entry %s of the Redis stream %r: it is not an abadges "
-                            "notice (%s).",
-                            position,
-                            stream,
-                            describe(exc),
-                        )
-                        continue
-                    yield notice
-    finally:
-        with anyio.CancelScope(shield=True):
-            await client.aclose()

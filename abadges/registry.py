@@ -49,7 +49,6 @@ from .exceptions import (
 )
 from .jobs import Job, dumps, loads
 from .notices import AwardNotice, Publisher, check_last_id
-from .notices import subscribe as read_notices
 from .openbadges.issuing import CredentialIssuer
 from .openbadges.verifying import verify
 from .queue import JobQueue
@@ -57,6 +56,7 @@ from .standings import BadgeProgress, BadgeStats, RankBy, Standing
 from .storage import open_store
 from .storage.base import Change, MigrationStatus, NewAward, Settlement, Store
 from .storage.totals import Totals
+from .subscriptions import subscribe as read_notices
 from .tables import MAX_BY_LENGTH, MAX_REASON_LENGTH
 from .users import IDENTITY_TYPES, UserRef, identify, identify_known
 
@@ -426,9 +426,10 @@ class BadgeRegistry:
         It starts after `last_id`, the `id` of a notice (None: with what is published from its
         first read on), and goes on after each notice it gives, through a Redis restart too:
         it reconnects with backoff. What the stream has trimmed (it keeps about
-        `notices_maxlen` notices) or lost is not given: rebuild from `unseen()` then. Closing
-        it (`aclose()`, or leaving an `async for`) closes its Redis connection. It needs no
-        `connect()`; `ConfigurationError` when notices are not published (the `notices`
+        `notices_maxlen` notices) or lost is not given: rebuild from `unseen()` then. The
+        subscriptions of one event loop share one reader of the stream, and one connection
+        pool, which closing the last (`aclose()`, or leaving an `async for`) closes. It needs
+        no `connect()`; `ConfigurationError` when notices are not published (the `notices`
         setting)."""
         settings = self.settings
         if not settings.publishes_notices:
