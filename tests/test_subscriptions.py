@@ -52,7 +52,8 @@ class Stream:
             awarded_at=datetime.datetime(2026, 1, 1, tzinfo=UTC),
         )
         entry: dict[str, str | bytes] = {**fields_of("granted", award), **fields}
-        entry_id = (await self.client.xadd(self.name, entry)).decode()  # type: ignore[arg-type]
+        raw: bytes = await self.client.xadd(self.name, entry)
+        entry_id = raw.decode()
         self.sent.append((entry_id, award))
         return entry_id
 
