@@ -17,11 +17,17 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-import redis.asyncio
 
 from abadges.testing import RedisServer
 from examples import api
-from tests.support.example_site import FRAMEWORKS, EventStream, call, serve
+from tests.support.example_site import (
+    FRAMEWORKS,
+    EventStream,
+    call,
+    serve,
+    subscriptions,
+    wait_for_subscriptions,
+)
 
 BAD_LAST_ID = (
     "subscribe() last_id must be None or the id of a notice, such as '1718000000000-0'; got {}."
@@ -35,25 +41,6 @@ async def notices_redis(
     """The apps' Redis (queue and notices): a private one."""
     monkeypatch.setenv("ABADGES_REDIS_URL", redis_server.url)
     return redis_server.url
-
-
-async def subscriptions(redis_url: str) -> list[str]:
-    """The last command of each connection that reads the stream: a subscription runs
-    XREVRANGE to find where the stream ends, then XREAD, blocking, again and again."""
-    client = redis.asyncio.Redis.from_url(redis_url)
-    try:
-        clients = await client.client_list()
-    finally:
-        await client.aclose()
-    return [c["cmd"] for c in clients if c["cmd"] in ("xread", "xrevrange")]
-
-
-async def wait_for_subscriptions(redis_url: str, count: int) -> None:
-    """Wait until `count` subscriptions read the stream (XREAD: their position is fixed, so
-    that anything published from now on reaches them), or are gone for 0."""
-    with anyio.fail_after(10):
-        while await subscriptions(redis_url) != ["xread"] * count:  # noqa: ASYNC110
-            await anyio.sleep(0.02)
 
 
 def tasks() -> set[asyncio.Task[Any]]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import httpx
+import redis.asyncio
 import uvicorn
 from aiohttp.test_utils import TestServer
 
@@ -89,3 +90,22 @@ class EventStream:
                 name, _, value = line.partition(":")
                 fields.append((name, value.removeprefix(" ")))
         raise AssertionError(f"The stream ended; the last fields read were {fields}.")
+
+
+async def subscriptions(redis_url: str) -> list[str]:
+    """The last command of each connection that reads the stream: a subscription runs
+    XREVRANGE to find where the stream ends, then XREAD, blocking, again and again."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        clients = await client.client_list()
+    finally:
+        await client.aclose()
+    return [c["cmd"] for c in clients if c["cmd"] in ("xread", "xrevrange")]
+
+
+async def wait_for_subscriptions(redis_url: str, count: int) -> None:
+    """Wait until `count` subscriptions read the stream (XREAD: their position is fixed, so
+    that anything published from now on reaches them), or are gone for 0."""
+    with anyio.fail_after(10):
+        while await subscriptions(redis_url) != ["xread"] * count:  # noqa: ASYNC110
+            await anyio.sleep(0.02)
