@@ -428,11 +428,6 @@ async def timed(
     return latencies, result
 
 
-def percentile(latencies: Sequence[float], share: float) -> float:
-    ordered = sorted(latencies)
-    return round(ordered[min(len(ordered) - 1, int(len(ordered) * share))] * 1000, 3)
-
-
 def report(result: dict[str, Any]) -> None:
     """A line of text, then the result as a JSON line (prefixed `json: `)."""
     if result["workload"] == "W5":
@@ -580,7 +575,7 @@ async def check_and_time(
         latencies, _ = await timed(call, args.repeat, args.seconds, args.warm_up)
         report({**base, "query": name, "check": ok, "n": len(latencies),
                 "p50_ms": round(statistics.median(latencies) * 1000, 3),
-                "p99_ms": percentile(latencies, 0.99)})  # fmt: skip
+                "p99_ms": workload.percentile(latencies, 0.99)})  # fmt: skip
     return failed
 
 

@@ -77,6 +77,7 @@ def main() -> int:
                  f"{duplicated} of {result.get('trials')} trials", None)  # fmt: skip
     backfill(results)
     leaderboards(results)
+    notices(results)
     mismatched = [r for r in results if r.get("expected") is not None and not r["ok"]]
     expected_mismatch = [r for r in mismatched if r["impl"] == "pinax-badges"]
     for result in mismatched:
@@ -146,6 +147,32 @@ def leaderboards(results: list[dict[str, Any]]) -> None:
             name = f"{result['workload']} {result['database']} {result['variant']}"
             line(f"{name}, round {result['round']}",
                  f"{result['events_per_s']:,.0f}/s p50 {result['p50_ms']} ms", None)  # fmt: skip
+
+
+def notices(results: list[dict[str, Any]]) -> None:
+    """W6 of issue 16: every award delivered exactly once (judged), and the figures beside it:
+    memory per open stream, delivery latency, and GET latency with and without the streams."""
+    w6 = [r for r in results if r["workload"].startswith("W6")]
+    if not w6:
+        return
+    print("\nW6 (issue 16), from this run:")
+    for result in w6:
+        if result["workload"] == "W6 memory":
+            line(f"W6 memory, {result['connections']:,} streams open",
+                 f"{result['kb_per_connection']} KB a stream", None)  # fmt: skip
+        elif result["workload"] == "W6 GET":
+            line(f"W6 GET /users/{{id}}/badges, {result['phase']}"[:62],
+                 f"p99 {result['p99_ms']} ms (p50 {result['p50_ms']})", None)  # fmt: skip
+        elif result["workload"] == "W6 delivery":
+            line(
+                f"W6 delivery to {result['connections']:,} streams: exactly once",
+                f"{result['awards']}/{result['expected']}, lost {result['lost']}, duplicated "
+                f"{result['duplicated']}, misdelivered {result['misdelivered']}",
+                result["ok"],
+            )
+            line("W6 delivery latency, commit to client",
+                 f"p99 {result['p99_ms']} ms (p50 {result['p50_ms']}, max {result['max_ms']})",
+                 None)  # fmt: skip
 
 
 if __name__ == "__main__":

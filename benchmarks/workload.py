@@ -90,6 +90,12 @@ def expected_w4(count: int) -> int:
     )
 
 
+def percentile(latencies: Sequence[float], share: float) -> float:
+    """The latency at `share` (0.99: p99; 1.0: the largest) of `latencies` in seconds, in ms."""
+    ordered = sorted(latencies)
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * share))] * 1000, 3)
+
+
 def measure(
     name: str,
     impl: str,
@@ -110,9 +116,7 @@ def measure(
         "seconds": round(seconds, 3),
         "events_per_s": round(len(ordered) / seconds, 1) if seconds else None,
         "p50_ms": round(statistics.median(ordered) * 1000, 3) if ordered else None,
-        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 3)
-        if ordered
-        else None,
+        "p99_ms": percentile(ordered, 0.99) if ordered else None,
         "awards": awards,
         "expected": expected,
         "ok": awards == expected,
