@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable
+import pathlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
 from abadges.integrations.aiohttp import setup
 
-from . import api
+from . import api, credentials
 
+HERE = pathlib.Path(__file__).parent
 routes = web.RouteTableDef()
 
 
@@ -133,6 +135,56 @@ async def badge_holders(request: web.Request) -> web.Response:
     return web.json_response(await api.badge_holders(info["slug"], info["level"]))
 
 
+@routes.get("/openbadges/issuer")
+async def issuer_profile(request: web.Request) -> web.Response:
+    return send(api.issuer_profile())
+
+
+@routes.get("/openbadges/achievements/{slug}/{level}")
+async def achievement(request: web.Request) -> web.Response:
+    info = request.match_info
+    return send(api.achievement(info["slug"], info["level"]))
+
+
+# Before the credential's route, which would take "12.png" for an award id.
+@routes.get("/openbadges/credentials/{award_id}.png")
+async def baked_credential(request: web.Request) -> web.Response:
+    return send(await api.baked_credential(request.match_info["award_id"]))
+
+
+@routes.get("/openbadges/credentials/{award_id}")
+async def credential(request: web.Request) -> web.Response:
+    document = await api.credential(
+        request.match_info["award_id"],
+        request.query.getall("format", []),
+        request.headers.get("Accept"),
+    )
+    return send(document)
+
+
+@routes.get("/openbadges/jwks.json")
+async def jwks(request: web.Request) -> web.Response:
+    return send(api.jwks())
+
+
+@routes.get("/openbadges/status")
+async def status_list(request: web.Request) -> web.Response:
+    return send(await api.status_list())
+
+
+def send(document: api.Document) -> web.Response:
+    return web.Response(
+        body=document.body, content_type=document.media_type, headers=document.headers
+    )
+
+
+async def open_badges(app: web.Application) -> AsyncIterator[None]:
+    """The site's Open Badges settings from before abadges connects until after it
+    disconnects (the cleanup contexts end in reverse order)."""
+    with credentials.configured():
+        yield
+
+
 @web.middleware
 async def refuse(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -147,5 +199,8 @@ def create_app(argv: list[str] | None = None) -> web.Application:
     """The app; `python -m aiohttp.web` passes its leftover command-line arguments as `argv`."""
     app = web.Application(middlewares=[refuse])
     app.add_routes(routes)
+    # The badges' pictures, at /static/ as on Starlette's app: the credentials link to them.
+    app.router.add_static("/static", HERE / "static")
+    app.cleanup_ctx.append(open_badges)
     setup(app)
     return app

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import json
 import re
+import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from typing import Any, Literal
 
@@ -21,13 +23,15 @@ from abadges import (
     Badge,
     BadgeNotRegisteredError,
     BadgeProgress,
+    CredentialError,
     InvalidLevelError,
     QueueUnavailableError,
     badges,
 )
+from abadges.openbadges import bake_png
 
 from . import badges as _registered  # noqa: F401  (registers the example's badges)
-from . import store
+from . import pictures, store
 
 USER_ID = re.compile(r"[\w.-]{1,64}", re.ASCII)
 MAX_POINTS = 1_000_000
@@ -51,6 +55,15 @@ PING = b": ping\n\n"
 NOTICE_EVENT = "notice"
 #: What the body of `POST /users/{id}/seen` may hold.
 SEEN_FIELDS = ("ids",)
+#: What the Open Badges endpoints answer with.
+LD_JSON = "application/ld+json"
+VC_JWT = "application/vc+jwt"
+JWK_SET = "application/jwk-set+json"
+#: An award's id in a credential's URL: 1 to 18 digits, none leading 0 (the awards' ids are
+#: 64-bit integers).
+AWARD_ID = re.compile(r"[1-9][0-9]{0,17}", re.ASCII)
+#: The values of a credential's `?format=`.
+CREDENTIAL_FORMATS = ("json", "jwt")
 
 
 class HTTPError(Exception):
@@ -60,6 +73,15 @@ class HTTPError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class Document:
+    """A response the apps send as it is: its body, its media type and more headers."""
+
+    body: bytes
+    media_type: str
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 async def add_points(user_id: str, body: bytes) -> dict[str, Any]:
@@ -103,6 +125,12 @@ async def user_badges(user_id: str) -> dict[str, Any]:
     """`GET /users/{id}/badges`: the user's awards, newest first."""
     awards = await badges.awards_for(_user_id(user_id))
     return {"user": user_id, "count": len(awards), "awards": [_award(a) for a in awards]}
+
+
+async def user_awards(user_id: str) -> list[dict[str, Any]]:
+    """The user's awards as `user_badges` gives them, newest first, each with its `id` (which
+    names its credential) and `user`."""
+    return [_award_with_id(a) for a in await badges.awards_for(_user_id(user_id))]
 
 
 async def user_history(user_id: str, limit: list[str], offset: list[str]) -> dict[str, Any]:
@@ -362,6 +390,97 @@ async def leaderboard(
             for s in standings
         ],
     }
+
+
+def issuer_profile() -> Document:
+    """`GET /openbadges/issuer`: the issuer's Open Badges `Profile`, which every credential
+    names."""
+    return _ld_json(badges.issuer_profile())
+
+
+def achievement(slug: str, level: str) -> Document:
+    """`GET /openbadges/achievements/{slug}/{level}`: the `Achievement` of a badge's level,
+    which the credentials of its awards name (hidden badges too: their holders' credentials
+    show them)."""
+    try:
+        badge = badges.get_badge(slug)
+        number = badge.check_level(int(level) if level.isdecimal() else level)
+    except (BadgeNotRegisteredError, InvalidLevelError) as exc:
+        raise HTTPError(404, str(exc)) from None
+    return _ld_json(badges.achievement(slug, number))
+
+
+async def credential(award_id: str, format: list[str], accept: str | None) -> Document:
+    """`GET /openbadges/credentials/{award_id}`: the `OpenBadgeCredential` of a held award, as
+    JSON-LD; signed, as a VC-JWT file, for `?format=jwt`, or, without `format`, when the
+    `Accept` header names application/vc+jwt. `format` is every value the query string gives
+    it. An award that does not exist, or is no longer held, gets a 404."""
+    number = _award_id(award_id)
+    chosen = _query_choice("format", format, CREDENTIAL_FORMATS)
+    if chosen is None:
+        chosen = "jwt" if VC_JWT in (accept or "") else "json"
+    with _refusing_missing_credentials():
+        if chosen == "json":
+            document = _ld_json(await badges.credential(number))
+        else:
+            token = await badges.credential_jwt(number)
+            document = Document(token.encode(), VC_JWT, _attachment(f"credential-{number}.jwt"))
+    # Vary: the same URL answers an Accept of application/vc+jwt with the JWT.
+    document.headers["Vary"] = "Accept"
+    return document
+
+
+async def baked_credential(award_id: str) -> Document:
+    """`GET /openbadges/credentials/{award_id}.png`: the picture of the award's badge level
+    with its credential baked in (the VC-JWT, in the PNG's "openbadgecredential" chunk)."""
+    number = _award_id(award_id)
+    with _refusing_missing_credentials():
+        found = await badges.credential(number)
+        token = await badges.credential_jwt(number)
+    # The achievement's id ends with the badge's slug and level.
+    slug, level = found["credentialSubject"]["achievement"]["id"].rsplit("/", 2)[1:]
+    path = pictures.picture(urllib.parse.unquote(slug), int(level))
+    try:
+        png = path.read_bytes()
+    except FileNotFoundError:
+        raise HTTPError(404, f"Badge {slug!r} level {level} has no PNG picture to bake.") from None
+    return Document(bake_png(png, token), "image/png", _attachment(f"credential-{number}.png"))
+
+
+def jwks() -> Document:
+    """`GET /openbadges/jwks.json`: the JWK Set of the public keys the credentials are signed
+    with."""
+    return Document(json.dumps(badges.jwks()).encode(), JWK_SET)
+
+
+async def status_list() -> Document:
+    """`GET /openbadges/status`: the signed status list, whose bit `i` is set when award `i`
+    was revoked or replaced. Never cached: a verifier must see a revocation at once."""
+    return Document((await badges.status_list()).encode(), VC_JWT, {"Cache-Control": "no-store"})
+
+
+def _ld_json(document: dict[str, Any]) -> Document:
+    return Document(json.dumps(document, ensure_ascii=False).encode(), LD_JSON)
+
+
+def _attachment(filename: str) -> dict[str, str]:
+    return {"Content-Disposition": f'attachment; filename="{filename}"'}
+
+
+def _award_id(award_id: str) -> int:
+    if not AWARD_ID.fullmatch(award_id):
+        raise HTTPError(
+            400, f"Award ids are whole numbers from 1, of up to 18 digits; got {award_id[:80]!r}."
+        )
+    return int(award_id)
+
+
+@contextlib.contextmanager
+def _refusing_missing_credentials() -> Iterator[None]:
+    try:
+        yield
+    except CredentialError as exc:  # No such award, or one no longer held.
+        raise HTTPError(404, str(exc)) from None
 
 
 def listed_badges() -> dict[str, Badge]:

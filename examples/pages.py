@@ -65,8 +65,9 @@ async def catalogue() -> dict[str, Any]:
 async def user(user_id: str) -> dict[str, Any]:
     """`/users/{id}`: the badges held (one held several times, once with its count), the
     progress toward the next levels, and the latest changes, with their reasons; the ids of
-    the unseen awards, which the header counts."""
-    awards = (await api.user_badges(user_id))["awards"]
+    the unseen awards, which the header counts. Each badge held links to the Open Badges
+    credential of its newest award: the VC-JWT file, and the PNG with it baked in."""
+    awards = await api.user_awards(user_id)
     progress = (await api.user_progress(user_id))["progress"]
     changes = (await api.user_history(user_id, [], []))["changes"]
     standing = await badges.standing(user_id)
@@ -91,6 +92,8 @@ async def user(user_id: str) -> dict[str, Any]:
                 "times": times[slug, level],
                 "earned": _day(award["awarded_at"]),
                 "expires": award["expires_at"] and _day(award["expires_at"]),
+                "credential": f"/openbadges/credentials/{award['id']}?format=jwt",
+                "baked": f"/openbadges/credentials/{award['id']}.png",
             }
         )
     return {

@@ -8,16 +8,32 @@ uvicorn examples.quart_app:app            # the app, on http://127.0.0.1:8000
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from quart import Quart, Response, ResponseReturnValue, request
 
 from abadges.integrations.quart import init_app
 
-from . import api
+from . import api, credentials
 
+# Quart serves examples/static/ at /static/, as Starlette's app does: the badges' pictures.
 app = Quart(__name__)
+# The site's Open Badges settings from before abadges connects until after it disconnects.
+open_badges = contextlib.ExitStack()
+
+
+@app.before_serving
+async def configure_open_badges() -> None:
+    open_badges.enter_context(credentials.configured())
+
+
 init_app(app)
+
+
+@app.after_serving
+async def restore_settings() -> None:
+    open_badges.close()
 
 
 @app.post("/users/<id>/points")
@@ -105,6 +121,43 @@ async def leaderboard() -> dict[str, Any]:
 @app.get("/badges/<slug>/<level>")
 async def badge_holders(slug: str, level: str) -> dict[str, Any]:
     return await api.badge_holders(slug, level)
+
+
+@app.get("/openbadges/issuer")
+async def issuer_profile() -> Response:
+    return send(api.issuer_profile())
+
+
+@app.get("/openbadges/achievements/<slug>/<level>")
+async def achievement(slug: str, level: str) -> Response:
+    return send(api.achievement(slug, level))
+
+
+@app.get("/openbadges/credentials/<award_id>.png")
+async def baked_credential(award_id: str) -> Response:
+    return send(await api.baked_credential(award_id))
+
+
+@app.get("/openbadges/credentials/<award_id>")
+async def credential(award_id: str) -> Response:
+    document = await api.credential(
+        award_id, request.args.getlist("format"), request.headers.get("Accept")
+    )
+    return send(document)
+
+
+@app.get("/openbadges/jwks.json")
+async def jwks() -> Response:
+    return send(api.jwks())
+
+
+@app.get("/openbadges/status")
+async def status_list() -> Response:
+    return send(await api.status_list())
+
+
+def send(document: api.Document) -> Response:
+    return Response(document.body, content_type=document.media_type, headers=document.headers)
 
 
 @app.errorhandler(api.HTTPError)

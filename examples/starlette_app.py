@@ -8,7 +8,9 @@ uvicorn examples.starlette_app:app        # the app, on http://127.0.0.1:8000
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import jinja2
@@ -22,7 +24,7 @@ from starlette.templating import Jinja2Templates
 
 from abadges.integrations.starlette import lifespan
 
-from . import api, pages
+from . import api, credentials, pages
 
 HERE = pathlib.Path(__file__).parent
 # Autoescaping on for every template: reasons and user ids are the users' own text.
@@ -136,6 +138,40 @@ async def user_page(request: Request) -> Response:
     return render(request, "user.html", await pages.user(request.path_params["id"]))
 
 
+async def issuer_profile(request: Request) -> Response:
+    return send(api.issuer_profile())
+
+
+async def achievement(request: Request) -> Response:
+    params = request.path_params
+    return send(api.achievement(params["slug"], params["level"]))
+
+
+async def credential(request: Request) -> Response:
+    document = await api.credential(
+        request.path_params["award_id"],
+        request.query_params.getlist("format"),
+        request.headers.get("accept"),
+    )
+    return send(document)
+
+
+async def baked_credential(request: Request) -> Response:
+    return send(await api.baked_credential(request.path_params["award_id"]))
+
+
+async def jwks(request: Request) -> Response:
+    return send(api.jwks())
+
+
+async def status_list(request: Request) -> Response:
+    return send(await api.status_list())
+
+
+def send(document: api.Document) -> Response:
+    return Response(document.body, media_type=document.media_type, headers=document.headers)
+
+
 def render(request: Request, name: str, context: dict[str, Any]) -> Response:
     return templates.TemplateResponse(request, name, context)
 
@@ -143,6 +179,17 @@ def render(request: Request, name: str, context: dict[str, Any]) -> Response:
 async def refuse(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, api.HTTPError)
     return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+abadges_lifespan = lifespan()
+
+
+@contextlib.asynccontextmanager
+async def app_lifespan(app: Starlette) -> AsyncIterator[None]:
+    """The site's Open Badges settings, then abadges connected, for the life of the app."""
+    with credentials.configured():
+        async with abadges_lifespan(app):
+            yield
 
 
 app = Starlette(
@@ -163,8 +210,15 @@ app = Starlette(
         Route("/badges", badge_list),
         Route("/badges/stats", badge_stats),
         Route("/badges/{slug}/{level}", badge_holders),
+        Route("/openbadges/issuer", issuer_profile),
+        Route("/openbadges/achievements/{slug}/{level}", achievement),
+        # Before the credential's route, which would take "12.png" for an award id.
+        Route("/openbadges/credentials/{award_id}.png", baked_credential),
+        Route("/openbadges/credentials/{award_id}", credential),
+        Route("/openbadges/jwks.json", jwks),
+        Route("/openbadges/status", status_list),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ],
     exception_handlers={api.HTTPError: refuse},
-    lifespan=lifespan(),
+    lifespan=app_lifespan,
 )

@@ -20,9 +20,18 @@ ROOT = pathlib.Path(__file__).parents[2]
 
 @pytest.fixture
 async def site_env(
-    database_url: str, redis_url: str, queue_name: str, monkeypatch: pytest.MonkeyPatch
+    database_url: str,
+    redis_url: str,
+    queue_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: pathlib.Path,
 ) -> dict[str, str]:
-    """Empty example tables in `database_url`; the environment of the app and the worker."""
+    """Empty example tables in `database_url`; the environment of the app and the worker. The
+    site signs its credentials with its demo key (see `examples/credentials.py`): next to a
+    SQLite database, else in the current directory, which is the test's own."""
+    monkeypatch.chdir(tmp_path)
+    for variable in ("EXAMPLE_PUBLIC_URL", "EXAMPLE_SIGNING_KEY"):
+        monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("ABADGES_DATABASE_URL", database_url)
     monkeypatch.setenv("ABADGES_REDIS_URL", redis_url)
     monkeypatch.setenv("ABADGES_QUEUE_NAME", queue_name)

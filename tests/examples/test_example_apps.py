@@ -737,9 +737,9 @@ async def test_the_user_page_shows_the_badges_held_progress_then_the_history_esc
         ]
         # Newest first; a badge held twice once, with its count.
         assert texts(page.text, "held-badge") == [
-            f"This week Earned {day} Held until {next_week(history[0]['at'])}",
-            f"Gold Earned {day}",
-            f"Windfall \u00d72 Latest {day}",
+            f"This week Earned {day} Held until {next_week(history[0]['at'])} {DOWNLOADS}",
+            f"Gold Earned {day} {DOWNLOADS}",
+            f"Windfall \u00d72 Latest {day} {DOWNLOADS}",
         ]
         # Gold is the last level of points: only the visits' streak is left to go.
         assert texts(page.text, "goal") == ["Addict 3 / 30 days in a row"]
@@ -778,6 +778,10 @@ async def test_the_user_page_shows_the_badges_held_progress_then_the_history_esc
         refused = await client.get("/users/a%20b")
         assert refused.status_code == 400
         assert refused.json()["error"].startswith("User ids are 1 to 64 letters")
+
+
+#: The links of each badge held on the user page, to its credential.
+DOWNLOADS = "Download credential \u00b7 Baked PNG"
 
 
 def next_week(at: str) -> str:
