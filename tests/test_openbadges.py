@@ -16,7 +16,6 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
 import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -44,9 +43,9 @@ from abadges.openbadges import status as status_list
 from abadges.openbadges.issuing import CredentialIssuer
 from abadges.openbadges.keys import allowing_eddsa
 from tests.support.badges import LadderBadge, RankBadge, ThanksBadge
+from tests.support.schemas import CREDENTIAL_SCHEMA, PROFILE_SCHEMA
 
 UTC = datetime.UTC
-SCHEMAS = pathlib.Path(__file__).parent / "support" / "openbadges"
 NOW = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 ISSUER = Issuer(id="https://example.com/issuer", name="Example Q&A", url="https://example.com")
 BASE_URL = "https://example.com/openbadges"
@@ -91,17 +90,6 @@ def award(**overrides: Any) -> Award:
         **overrides,
     }
     return Award(**values)
-
-
-def validator(name: str) -> jsonschema.Draft201909Validator:
-    schema = json.loads((SCHEMAS / name).read_text())
-    return jsonschema.Draft201909Validator(
-        schema, format_checker=jsonschema.Draft201909Validator.FORMAT_CHECKER
-    )
-
-
-CREDENTIAL_SCHEMA = validator("achievementcredential.schema.json")
-PROFILE_SCHEMA = validator("profile.schema.json")
 
 
 async def issued(

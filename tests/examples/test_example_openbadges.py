@@ -6,7 +6,6 @@ from what the site publishes, stop verifying once revoked, and come baked in PNG
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import pathlib
 import re
@@ -15,7 +14,6 @@ import urllib.parse
 from typing import Any
 
 import httpx
-import jsonschema  # type: ignore[import-untyped]
 import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -26,21 +24,10 @@ from abadges import CredentialError, badges
 from abadges.openbadges import bake_png, unbake_png, verify
 from examples import credentials, pictures, store
 from tests.support.example_site import FRAMEWORKS, call, serve
+from tests.support.schemas import CREDENTIAL_SCHEMA, PROFILE_SCHEMA
 
-SCHEMAS = pathlib.Path(__file__).parents[1] / "support" / "openbadges"
 #: Where the site says it is: not where the tests reach it, as behind a proxy.
 SITE = "https://badges.example.test"
-
-
-def validator(name: str) -> jsonschema.Draft201909Validator:
-    schema = json.loads((SCHEMAS / name).read_text())
-    return jsonschema.Draft201909Validator(
-        schema, format_checker=jsonschema.Draft201909Validator.FORMAT_CHECKER
-    )
-
-
-CREDENTIAL_SCHEMA = validator("achievementcredential.schema.json")
-PROFILE_SCHEMA = validator("profile.schema.json")
 
 
 @pytest.fixture
