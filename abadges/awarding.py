@@ -30,6 +30,7 @@ from .exceptions import BadgeErrorGroup, BadgeNotRegisteredError, InvalidStateEr
 from .jobs import Job, check_frozen_state
 from .notices import Publisher
 from .storage.base import Change, NewAward, Settlement, Store, Written
+from .storage.group_commit import GroupCommit
 
 logger = logging.getLogger("abadges")
 
@@ -128,6 +129,7 @@ class AwardFlow:
         notices: Publisher | None = None,
     ) -> None:
         self.store = store
+        self._inserts = GroupCommit(store)
         self._notices = notices
         self._callbacks = callbacks
         self._revoke_callbacks = revoke_callbacks
@@ -212,6 +214,9 @@ class AwardFlow:
         The insert's error is raised; a settlement's error is returned in the outcome, after
         what the others recorded, noted with its badge and the `event` when there is one.
 
+        The insert joins those of the calls that wait meanwhile (`abadges.storage.group_commit`):
+        one statement and one commit for them all, each call getting its own awards and errors.
+
         Shielded from cancellation as one step: a call cancelled (a request timeout, a client
         that went away) once its insert is on its way finishes the writes, the notices
         (within their timeout) and the callbacks before the cancellation takes effect, so no
@@ -220,7 +225,7 @@ class AwardFlow:
         outcome = Outcome()
         with anyio.CancelScope(shield=True):
             if new_awards:
-                written = await self.store.insert(new_awards)
+                written = await self._inserts.insert(new_awards)
                 outcome.add(await self._announce(written, announce, notify))
             for item in settlements:
                 try:

@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 from redis.exceptions import RedisError
 
+from ._batching import Batcher
 from ._utils import describe, obscure, shorten
 from .awards import Action, Award
 from .queue import ENQUEUE_TIMEOUT
@@ -48,9 +49,13 @@ class AwardNotice:
     award: Award
 
 
+_AWARD_FIELDS = tuple(field.name for field in dataclasses.fields(Award))
+
+
 def fields_of(change: Action, award: Award) -> dict[str, str]:
     """The stream entry of `change` of `award`."""
-    data = dataclasses.asdict(award)
+    # Not dataclasses.asdict(): it deep-copies each value, which took most of the time.
+    data = {name: getattr(award, name) for name in _AWARD_FIELDS}
     for name in ("awarded_at", "expires_at"):
         at = data[name]
         data[name] = None if at is None else at.isoformat()
@@ -89,12 +94,19 @@ class Publisher:
         self._redis = redis_client(
             redis_url, socket_connect_timeout=ENQUEUE_TIMEOUT, socket_timeout=ENQUEUE_TIMEOUT
         )
+        self._batches = Batcher[Sequence[tuple[Action, Award]], None](self._publish_all)
 
     async def publish(self, changes: Sequence[tuple[Action, Award]]) -> None:
         """Append `changes` to the stream in one round trip, within `ENQUEUE_TIMEOUT`; log an
-        error and go on."""
-        if not changes:
-            return
+        error and go on.
+
+        The changes of calls that publish while a round trip is in flight go together in the
+        next one (`abadges._batching`)."""
+        if changes:
+            await self._batches(changes)
+
+    async def _publish_all(self, batches: list[Sequence[tuple[Action, Award]]]) -> list[None]:
+        changes = [change for batch in batches for change in batch]
         try:
             with anyio.fail_after(ENQUEUE_TIMEOUT):
                 async with self._redis.pipeline(transaction=False) as pipe:
@@ -119,6 +131,7 @@ class Publisher:
                 ENQUEUE_TIMEOUT,
                 describe(exc),
             )
+        return [None] * len(batches)
 
     async def close(self) -> None:
         await self._redis.aclose()

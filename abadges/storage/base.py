@@ -831,8 +831,10 @@ def backfill_reason(level: int) -> str:
 def ordered(new_awards: Sequence[NewAward]) -> list[NewAward]:
     """`new_awards` in the order every insert takes them."""
     # A fixed order makes concurrent multi-row inserts take their row locks in the same
-    # order, so two events that award the same levels cannot deadlock each other.
-    return sorted(new_awards, key=lambda a: (a.slug, a.level, a.award_key))
+    # order, so two events (or two group commits of several users' events) that award the same
+    # levels cannot deadlock each other. Badge first: the level counts' rows, which every
+    # user's award of a level updates, are then locked in their order too.
+    return sorted(new_awards, key=lambda a: (a.slug, a.level, a.user_id, a.award_key))
 
 
 def _skipped(new_awards: Sequence[NewAward], recorded: Sequence[Award]) -> list[NewAward]:
