@@ -43,6 +43,7 @@ class Batcher(Generic[Item, Result]):
         self._next: _Batch[Item, Result] | None = None
 
     async def __call__(self, item: Item) -> Result:
+        outcome: Result | BaseException
         if not self._running:
             self._running = True
             try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .._batching import Batcher
+from ..awards import Award
 from ..exceptions import is_transient
 from .base import NewAward, Store, Written
 
@@ -67,14 +68,17 @@ class GroupCommit:
                 except Exception as alone:
                     outcomes[index] = alone
             return
-        for award in written.recorded:
-            owned = outcomes[owners[award.user_id, award.slug, award.level]]
-            assert isinstance(owned, Written)
-            owned.recorded.append(award)
-        for action, award in written.ended:
-            owned = outcomes[owners[award.user_id, award.slug, award.level]]
-            assert isinstance(owned, Written)
-            owned.ended.append((action, award))
+        for recorded in written.recorded:
+            _owned(outcomes, owners, recorded).recorded.append(recorded)
+        for action, ended in written.ended:
+            _owned(outcomes, owners, ended).ended.append((action, ended))
+
+
+def _owned(outcomes: list[Written | Exception], owners: dict[Owner, int], award: Award) -> Written:
+    """The outcome of the caller that owns `award`."""
+    owned = outcomes[owners[award.user_id, award.slug, award.level]]
+    assert isinstance(owned, Written)
+    return owned
 
 
 def _statements(parts: Sequence[Sequence[NewAward]]) -> list[list[int]]:
@@ -83,15 +87,16 @@ def _statements(parts: Sequence[Sequence[NewAward]]) -> list[list[int]]:
     award key."""
     statements: list[tuple[list[int], dict[Owner, str]]] = []
     for index, part in enumerate(parts):
-        for members, keys in statements:
-            if all(
-                keys.get((a.user_id, a.slug, a.level), a.award_key) == a.award_key for a in part
-            ):
-                break
-        else:
-            members, keys = [], {}
+        members, keys = next(((m, k) for m, k in statements if _fits(part, k)), ([], {}))
+        if not members:
             statements.append((members, keys))
         members.append(index)
         for a in part:
             keys.setdefault((a.user_id, a.slug, a.level), a.award_key)
     return [members for members, _ in statements]
+
+
+def _fits(part: Sequence[NewAward], keys: dict[Owner, str]) -> bool:
+    """Does each award of `part` have the award key that `keys` holds for its user and level,
+    if any?"""
+    return all(keys.get((a.user_id, a.slug, a.level), a.award_key) == a.award_key for a in part)
