@@ -2,6 +2,9 @@
 
 Alembic works on a SQLAlchemy connection: each run opens an `AsyncEngine` on the same database,
 with the async driver of the `databases` URL, runs Alembic in `run_sync()`, and disposes it.
+
+Alembic is imported when a migration or a status is asked for, not with abadges: with Mako and
+Pygments behind it, it is a sixth of a worker's memory, and a worker never migrates.
 """
 
 from __future__ import annotations
@@ -12,24 +15,25 @@ import functools
 import pathlib
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 #: abadges' own version table, so that its revisions never mix with an app's Alembic.
 VERSION_TABLE = "abadges_alembic_version"
 MIGRATIONS = pathlib.Path(__file__).with_name("migrations")
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 Lock = Callable[[sa.Connection], contextlib.AbstractContextManager[None]]
 
 
 def config(connection: sa.Connection | None = None) -> Config:
     """The Alembic configuration of abadges' migrations; env.py runs them on `connection`."""
+    from alembic.config import Config
+
     alembic = Config()
     alembic.set_main_option("script_location", str(MIGRATIONS))
     alembic.attributes["connection"] = connection
@@ -39,6 +43,8 @@ def config(connection: sa.Connection | None = None) -> Config:
 @functools.cache
 def head() -> str:
     """The latest revision abadges ships."""
+    from alembic.script import ScriptDirectory
+
     revision = ScriptDirectory.from_config(config()).get_current_head()
     assert revision is not None, "abadges ships no migrations"
     return revision
@@ -48,6 +54,8 @@ async def run(url: sa.URL, connect_args: Mapping[str, Any], lock: Lock, revision
     """Upgrade the database at `url` to `revision` under `lock`, in one transaction where the
     database has transactional DDL (PostgreSQL, SQLite). The driver connects with
     `connect_args` beside the URL's."""
+
+    from alembic import command
 
     def upgrade(connection: sa.Connection) -> None:
         with connection.begin(), lock(connection):
@@ -62,6 +70,7 @@ async def run(url: sa.URL, connect_args: Mapping[str, Any], lock: Lock, revision
 
 async def current(url: sa.URL, connect_args: Mapping[str, Any]) -> str | None:
     """The revision the database at `url` is at; None without abadges' version table."""
+    from alembic.runtime.migration import MigrationContext
 
     def read(connection: sa.Connection) -> str | None:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
