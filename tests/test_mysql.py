@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -65,20 +66,33 @@ async def test_an_error_on_a_later_award_of_an_event_commits_none(
     assert len(announced) == 2
 
 
+@pytest.fixture
+async def registries(registry: BadgeRegistry, database_url: str) -> AsyncIterator[BadgeRegistry]:
+    """`registry` and a second one on the same database, as two processes would have them:
+    in one registry the inserts take turns (group commit), across two they meet."""
+    for badge in (First, Levels):
+        registry.register(badge)
+    other = BadgeRegistry()
+    other.register(First)
+    other.register(Levels)
+    other.configure(database_url=database_url, notices=False, queue="inline")
+    async with other.lifespan():
+        yield other
+
+
 async def test_revokes_racing_awards_retry_their_deadlocks(
-    registry: BadgeRegistry, caplog: pytest.LogCaptureFixture
+    registry: BadgeRegistry, registries: BadgeRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Revokes and the two inserts of each event deadlock in InnoDB (without the retries, 100
     of 720 calls raised `(1213, 'Deadlock found ...')`); each victim is run again whole."""
-    registry.register(First)
-    registry.register(Levels)
     announced: list[Award] = []
     registry.on_award(announced.append)
+    registries.on_award(announced.append)
     caplog.set_level(logging.DEBUG, logger="abadges")
     revoked = 0
 
     async def post(key: int) -> None:
-        await registry.possibly_award_badge(
+        await (registry, registries)[key % 2].possibly_award_badge(
             "posted", user="ana", level=key % 10 + 1, event_key=str(key)
         )
 
@@ -106,16 +120,14 @@ async def test_revokes_racing_awards_retry_their_deadlocks(
 
 
 async def test_a_deadlock_that_persists_is_raised_as_transient(
-    registry: BadgeRegistry, monkeypatch: pytest.MonkeyPatch
+    registry: BadgeRegistry, registries: BadgeRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    registry.register(First)
-    registry.register(Levels)
     monkeypatch.setattr(storage_base, "DEADLOCK_ATTEMPTS", 1)
     errors: list[Exception] = []
 
     async def post(key: int) -> None:
         try:
-            await registry.possibly_award_badge(
+            await (registry, registries)[key % 2].possibly_award_badge(
                 "posted", user="ana", level=key % 10 + 1, event_key=str(key)
             )
         except Exception as exc:
@@ -127,7 +139,7 @@ async def test_a_deadlock_that_persists_is_raised_as_transient(
         except Exception as exc:
             errors.append(exc)
 
-    for burst in range(10):
+    for burst in range(30):
         async with anyio.create_task_group() as group:
             for key in range(burst * 200, (burst + 1) * 200):
                 group.start_soon(post, key)

@@ -15,7 +15,7 @@ from sqlalchemy.dialects import mysql
 
 from ..awards import Award
 from ..tables import awards, history
-from .base import NewAward, Settlement, Store, Written, ordered
+from .base import KEYS_PER_QUERY, NewAward, Settlement, Store, Written, ordered, text
 
 #: The name of the lock migrations take (GET_LOCK), and how long they wait for it, in seconds.
 MIGRATION_LOCK = "abadges_migrations"
@@ -71,8 +71,15 @@ class MySQLStore(Store):
     async def _insert(
         self, connection: databases.core.Connection, new_awards: Sequence[NewAward]
     ) -> list[Award]:
+        # Most awards given are held already (a badge gives its level again at every event),
+        # and each insert is a round trip of its own: one read of the keys held saves one for
+        # each of them. An award inserted by another transaction since still meets the
+        # unique key; one it deleted since is as if it had been deleted after this insert.
+        held = await self._held_keys(connection, new_awards)
         recorded = []
         for award in new_awards:
+            if (award.user_id, award.slug, award.level, award.award_key) in held:
+                continue
             values = self.row_values(award)
             # A duplicate key turns the insert into a no-op update that returns 0. INSERT
             # IGNORE would do the same, but it also turns truncation into a warning, and the
@@ -84,6 +91,22 @@ class MySQLStore(Store):
             if new_id:
                 recorded.append(self.recorded(award, new_id))
         return recorded
+
+    async def _held_keys(
+        self, connection: databases.core.Connection, new_awards: Sequence[NewAward]
+    ) -> set[tuple[str, str, int, str]]:
+        """The keys of `new_awards` that the awards table holds (revoked and expired rows
+        included: they hold their keys too)."""
+        columns = (awards.c.user_id, awards.c.slug, awards.c.level, awards.c.award_key)
+        keys = [(a.user_id, a.slug, a.level, a.award_key) for a in new_awards]
+        held: set[tuple[str, str, int, str]] = set()
+        for start in range(0, len(keys), KEYS_PER_QUERY):
+            query = sa.select(*columns).where(
+                sa.tuple_(*columns).in_(keys[start : start + KEYS_PER_QUERY])
+            )
+            rows = await connection.fetch_all(query)
+            held.update((text(r[0]), text(r[1]), int(r[2]), text(r[3])) for r in rows)
+        return held
 
     async def settle(self, settlement: Settlement) -> Written:
         # GET_LOCK's lock belongs to the session, not to the transaction: taken around it,
