@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from abadges import Award, Badge, BadgeAwarded, BadgeDetail, BadgeRegistry
 from abadges._batching import Batcher
 from abadges.storage.base import NewAward, Store, Written, text
+from abadges.storage.group_commit import ALONE, GroupCommit
 from abadges.tables import awards
 from tests.support.badges import RankBadge, ThanksBadge
 
@@ -260,6 +261,22 @@ async def test_an_expired_award_replaced_in_a_batch_is_its_callers_to_announce(
     assert sorted(a.user_id for a in revoked) == [f"u{i}" for i in range(CALLERS)]
     actions = [(c.user_id, c.action) for c in await registry.history(user="u5")]
     assert actions == [("u5", "granted"), ("u5", "expired"), ("u5", "granted")]
+
+
+async def test_a_large_insert_runs_at_once_beside_the_one_in_flight(
+    registry: BadgeRegistry, inserts: Inserts
+) -> None:
+    """A backfill's batches are batches already: they keep running in parallel."""
+    group = GroupCommit(registry._connection.store)  # type: ignore[union-attr]
+    now = datetime.datetime.now(datetime.UTC)
+
+    def part(name: str, size: int) -> list[NewAward]:
+        return [NewAward(f"{name}{i}", "rank", 1, now) for i in range(size)]
+
+    parts = [part("small", 1), *(part(f"big{n}-", ALONE) for n in range(3)), part("last", 1)]
+    written = await at_once(len(parts), lambda i: group.insert(parts[i]))
+    assert sorted(inserts.sizes) == sorted([1, ALONE, ALONE, ALONE, 1])
+    assert [len(w.recorded) for w in written] == [len(p) for p in parts]
 
 
 @pytest.mark.parametrize("database_url", ["postgresql", "mysql"], indirect=True)

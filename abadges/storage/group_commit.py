@@ -9,6 +9,7 @@ Each caller still gets exactly its own part of what the shared insert did:
 - a caller whose awards share a user and level with an earlier caller's under other award
   keys (a `multiple` badge) waits for the next statement of the batch, so that each award
   recorded belongs to one caller, found by its user, badge and level;
+- an insert of `ALONE` awards or more (a backfill's batch) runs at once, alone;
 - when the shared insert fails, each caller's insert runs again alone, and gets its own
   result or error; a connection error, after which the database may have committed the
   insert or not, is every caller's error, as it would have been alone.
@@ -23,6 +24,9 @@ from ..awards import Award
 from ..exceptions import is_transient
 from .base import NewAward, Store, Written
 
+#: An insert of this many awards or more is a batch already (a backfill's): it runs at once,
+#: beside the one in flight, so that a backfill's concurrent batches keep running in parallel.
+ALONE = 100
 #: (user_id, slug, level): who owns an award recorded, or an expired award it replaced.
 Owner = tuple[str, str, int]
 
@@ -32,7 +36,13 @@ class GroupCommit:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self.insert = Batcher[Sequence[NewAward], Written](self._insert_parts)
+        self._batcher = Batcher[Sequence[NewAward], Written](self._insert_parts)
+
+    async def insert(self, new_awards: Sequence[NewAward]) -> Written:
+        """Record `new_awards` as `Store.insert()` does, in the next statement of the batch."""
+        if len(new_awards) >= ALONE:
+            return await self._store.insert(new_awards)
+        return await self._batcher(new_awards)
 
     async def _insert_parts(self, parts: list[Sequence[NewAward]]) -> list[Written | Exception]:
         if len(parts) == 1:
