@@ -75,6 +75,7 @@ def main() -> int:
             duplicated = result.get("trials_with_duplicates")
             line(f"W3 {result['impl']} {result['database']}: duplicates",
                  f"{duplicated} of {result.get('trials')} trials", None)  # fmt: skip
+    group_commit(results)
     backfill(results)
     leaderboards(results)
     notices(results)
@@ -84,6 +85,54 @@ def main() -> int:
         print(f"award count {result['awards']}/{result['expected']}: {result['workload']} "
               f"{result['impl']} {result['database']}")  # fmt: skip
     return 1 if len(mismatched) > len(expected_mismatch) else 0
+
+
+def group_commit(results: list[dict[str, Any]]) -> None:
+    """The targets of issue 18: W1 on PostgreSQL against raw inserts on 8 connections, its p99
+    with 1 and 8 callers; W1 on SQLite with 8 callers against its own 1; W2 against raw inserts
+    on one connection; the worker's evaluations a second and peak RSS (and arq's own drain of
+    no-op jobs with the same polling, beside it)."""
+    if not find(results, workload="W1", impl="abadges", callers=1):
+        return
+    print("\nTargets (issue 18), from this run:")
+    w1 = {
+        (r["database"], r["callers"]): r
+        for r in results
+        if r["workload"] == "W1" and r["impl"] == "abadges" and "callers" in r
+    }
+    raw8 = find(results, workload="raw-insert", connections=8)
+    eight = w1.get(("postgresql", 8))
+    line("W1 postgresql, 8 callers >= 1.0x raw insert, 8 connections", ratio(eight, raw8),
+         at_least(eight, raw8, 1))  # fmt: skip
+    for callers, limit in ((8, 2), (1, 0.8)):
+        ours = w1.get(("postgresql", callers))
+        if ours:
+            line(f"W1 postgresql, {callers} caller(s): p99 < {limit} ms", f"{ours['p99_ms']} ms",
+                 ours["p99_ms"] < limit)  # fmt: skip
+    for (database, callers), ours in sorted(w1.items()):
+        if callers > 1:
+            one = w1.get((database, 1))
+            met = at_least(ours, one, 3) if database == "sqlite" and callers == 8 else None
+            target = " >= 3x" if met is not None else ""
+            line(f"W1 {database}, {callers} callers{target} against 1 caller", ratio(ours, one),
+                 met)  # fmt: skip
+    ours = find(results, workload="W2", impl="abadges", database="postgresql")
+    raw1 = find(results, workload="raw-insert", connections=1)
+    line("W2 postgresql >= 0.9x raw insert, 1 connection", ratio(ours, raw1),
+         at_least(ours, raw1, 0.9))  # fmt: skip
+    for worker in results:
+        if worker["workload"] == "W1-deferred" and worker.get("side") == "worker":
+            name = f"W1-deferred worker {worker['database']}, {worker.get('processes', 1)} process"
+            rate, rss = worker["evaluations_per_s"], worker["peak_rss_mb"]
+            judged = worker["database"] == "postgresql" and worker.get("processes", 1) == 1
+            line(f"{name}: >= 25,000 evaluations/s" if judged else f"{name}: evaluations/s",
+                 f"{rate:,}/s", rate >= 25_000 if judged else None)  # fmt: skip
+            line(f"{name}: peak RSS < 60 MB" if judged else f"{name}: peak RSS", f"{rss} MB",
+                 rss < 60 if judged else None)  # fmt: skip
+    drain = find(results, workload="raw-drain", max_jobs=50)
+    if drain:
+        line("arq alone, no-op jobs, abadges' polling: jobs/s (x10 badges)",
+             f"{drain['events_per_s']:,.0f}/s", None)  # fmt: skip
 
 
 def backfill(results: list[dict[str, Any]]) -> None:
