@@ -82,6 +82,14 @@ def notice_of(entry_id: str, fields: Mapping[bytes, bytes]) -> AwardNotice:
     return AwardNotice(entry_id, change, Award(**data))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Publication:
+    """The changes of one write, and when the call that publishes them stops waiting."""
+
+    changes: Sequence[tuple[Action, Award]]
+    deadline: float
+
+
 class Publisher:
     """Publishes a registry's changes to the stream, best effort (see the module's docstring).
 
@@ -94,21 +102,22 @@ class Publisher:
         self._redis = redis_client(
             redis_url, socket_connect_timeout=ENQUEUE_TIMEOUT, socket_timeout=ENQUEUE_TIMEOUT
         )
-        self._batches = Batcher[Sequence[tuple[Action, Award]], None](self._publish_all)
+        self._batches = Batcher[_Publication, None](self._publish_all)
 
     async def publish(self, changes: Sequence[tuple[Action, Award]]) -> None:
         """Append `changes` to the stream in one round trip, within `ENQUEUE_TIMEOUT`; log an
         error and go on.
 
         The changes of calls that publish while a round trip is in flight go together in the
-        next one (`abadges._batching`)."""
+        next one (`abadges._batching`), within the timeout of the call that waited longest."""
         if changes:
-            await self._batches(changes)
+            await self._batches(_Publication(changes, anyio.current_time() + ENQUEUE_TIMEOUT))
 
-    async def _publish_all(self, batches: list[Sequence[tuple[Action, Award]]]) -> list[None]:
-        changes = [change for batch in batches for change in batch]
+    async def _publish_all(self, publications: list[_Publication]) -> list[None]:
+        changes = [change for publication in publications for change in publication.changes]
+        deadline = min(publication.deadline for publication in publications)
         try:
-            with anyio.fail_after(ENQUEUE_TIMEOUT):
+            with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for change, award in changes:
                         fields: Any = fields_of(change, award)
@@ -131,7 +140,7 @@ class Publisher:
                 ENQUEUE_TIMEOUT,
                 describe(exc),
             )
-        return [None] * len(batches)
+        return [None] * len(publications)
 
     async def close(self) -> None:
         await self._redis.aclose()

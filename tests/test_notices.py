@@ -5,6 +5,7 @@ on every database."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import datetime
 import gc
 import logging
@@ -303,6 +304,35 @@ async def test_a_silent_redis_holds_up_an_award_for_the_timeout_at_most(
             await registry.connect()
             await award_in_an_outage(registry, caplog)
             assert "TimeoutError" in caplog.records[-1].getMessage()
+            await registry.disconnect()
+    await registry.connect()
+
+
+async def test_calls_publishing_behind_a_silent_redis_wait_the_timeout_once(
+    registry: BadgeRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The notices of calls made while a publication hangs go in the next round trip, which
+    gets only what is left of their own timeout, not a timeout of its own after the first."""
+    registry.register(RankBadge)
+    await registry.disconnect()
+    async with silent_redis() as url:
+        with registry.configured(redis_url=url, queue="inline", notices=True):
+            await registry.connect()
+            started = time.monotonic()
+            with caplog.at_level(logging.WARNING, logger="abadges.notices"):
+                async with anyio.create_task_group() as group:
+                    for i in range(8):
+                        group.start_soon(
+                            functools.partial(
+                                registry.possibly_award_badge, "ranked", user=f"u{i}", level=1
+                            )
+                        )
+            assert time.monotonic() - started < ENQUEUE_TIMEOUT * 1.5
+            warnings = [r.getMessage() for r in caplog.records if r.name == "abadges.notices"]
+            # The first call's round trip, then one for the seven that queued behind it.
+            assert len(warnings) == 2
+            assert "for user 'u1' and 6 more" in warnings[1]
+            assert len(await registry.history()) == 8
             await registry.disconnect()
     await registry.connect()
 
