@@ -5,8 +5,8 @@ on every database."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import datetime
+import functools
 import gc
 import logging
 import time
