@@ -7,9 +7,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import asyncmy
+import databases
 import pytest
 
 from abadges import Award, Badge, BadgeAwarded, BadgeErrorGroup, BadgeRegistry, is_transient
+from abadges.awarding import event_award_key
 from abadges.storage import base as storage_base
 from abadges.storage import mysql
 from tests.support import Rows
@@ -105,7 +108,7 @@ async def test_revokes_racing_awards_retry_their_deadlocks(
         return sum(r.getMessage().startswith("Deadlock (try ") for r in caplog.records)
 
     # Deadlocks depend on timing: a few bursts of events and revokes make one near certain.
-    for burst in range(10):
+    for burst in range(30):
         async with anyio.create_task_group() as group:
             for key in range(burst * 200, (burst + 1) * 200):
                 group.start_soon(post, key)
@@ -120,35 +123,67 @@ async def test_revokes_racing_awards_retry_their_deadlocks(
 
 
 async def test_a_deadlock_that_persists_is_raised_as_transient(
-    registry: BadgeRegistry, registries: BadgeRegistry, monkeypatch: pytest.MonkeyPatch
+    registry: BadgeRegistry, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A deadlock made on purpose: another transaction holds the row of ana's totals that the
+    event's trigger needs, then inserts the award the event holds. InnoDB rolls back the
+    lighter of the two, the event's; with one attempt allowed, the call raises it."""
+    registry.register(First)
+    registry.register(Levels)
     monkeypatch.setattr(storage_base, "DEADLOCK_ATTEMPTS", 1)
+    await registry.possibly_award_badge("posted", user="ana", level=2, event_key="before")
+    url = databases.DatabaseURL(database_url)
+    other = await asyncmy.connect(
+        host=url.hostname, port=url.port or 3306, user=url.username, db=url.database
+    )
     errors: list[Exception] = []
 
-    async def post(key: int) -> None:
+    async def post() -> None:
         try:
-            await (registry, registries)[key % 2].possibly_award_badge(
-                "posted", user="ana", level=key % 10 + 1, event_key=str(key)
+            await registry.possibly_award_badge("posted", user="ana", level=1, event_key="now")
+        except Exception as exc:
+            errors.append(exc)
+
+    try:
+        async with other.cursor() as cursor:
+            await cursor.execute("BEGIN")
+            # Heavier than the event's transaction: InnoDB rolls back the one that changed the
+            # fewest rows.
+            rows = ", ".join(["(0, 'other', 'other', 1, 'granted', NOW(), 'event')"] * 200)
+            await cursor.execute(
+                "INSERT INTO abadges_history (award_id, user_id, slug, level, action, at, source) "
+                f"VALUES {rows}"
             )
-        except Exception as exc:
-            errors.append(exc)
-
-    async def revoke() -> None:
-        try:
-            await registry.revoke("ana", "levels")
-        except Exception as exc:
-            errors.append(exc)
-
-    for burst in range(30):
-        async with anyio.create_task_group() as group:
-            for key in range(burst * 200, (burst + 1) * 200):
-                group.start_soon(post, key)
-                if key % 5 == 0:
-                    group.start_soon(revoke)
-        if errors:
-            break
-    assert errors
-    assert all(exc.args[0] == mysql.LOCK_DEADLOCK and is_transient(exc) for exc in errors)
+            await cursor.execute(
+                "SELECT points FROM abadges_totals WHERE user_id = 'ana' AND slug = '' FOR UPDATE"
+            )
+            async with anyio.create_task_group() as group:
+                group.start_soon(post)
+                with anyio.fail_after(10):
+                    while True:  # The event's trigger waits for the totals row.
+                        await cursor.execute(
+                            "SELECT COUNT(*) FROM information_schema.processlist "
+                            "WHERE info LIKE 'INSERT INTO abadges_totals %'"
+                        )
+                        if (await cursor.fetchone())[0]:
+                            break
+                        await anyio.sleep(0.01)
+                key = event_award_key("posted", "ana", "now")
+                await cursor.execute(
+                    "INSERT INTO abadges_awards (user_id, slug, level, awarded_at, award_key) "
+                    "VALUES ('ana', 'a-first', 1, NOW(), %s)",
+                    (key,),
+                )
+            await cursor.execute("ROLLBACK")
+    finally:
+        other.close()
+    [error] = errors
+    assert error.args[0] == mysql.LOCK_DEADLOCK and is_transient(error), repr(error)
+    # Nothing of the victim was committed: run again, the event records both awards.
+    assert (
+        len(await registry.possibly_award_badge("posted", user="ana", level=1, event_key="now"))
+        == 2
+    )
 
 
 class Ladder(Badge):
