@@ -56,8 +56,10 @@ def session_notices() -> Iterator[str]:
             del os.environ["ABADGES_NOTICES_STREAM"]
         else:
             os.environ["ABADGES_NOTICES_STREAM"] = previous
-        for used in redis_used:
-            url = used.partition(" ")[0]
+        # Also where the registries that set no Redis of their own publish (the settings'
+        # default, the local server), whether or not a test of the session asked for Redis.
+        default = os.environ.get("ABADGES_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+        for url in dict.fromkeys([*(used.partition(" ")[0] for used in redis_used), default]):
             client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
             try:
                 client.delete(SESSION_NOTICES)
