@@ -32,8 +32,9 @@ SETTLE_LOCK_TIMEOUT = 50
 
 
 class MySQLStore(Store):
-    """Awards in MySQL or MariaDB: one insert per award, a duplicate made a no-op update, the
-    inserts of one event in one transaction; deadlocks retried."""
+    """Awards in MySQL or MariaDB: one read of the keys held, then one insert per award not
+    held, a duplicate made a no-op update, the inserts of one event (or group commit) in one
+    transaction; deadlocks retried."""
 
     dialect = "mysql"
     alembic_drivers: ClassVar[Mapping[str, str]] = {
@@ -75,7 +76,8 @@ class MySQLStore(Store):
         # and each insert is a round trip of its own: one read of the keys held saves one for
         # each of them. An award inserted by another transaction since still meets the
         # unique key; one it deleted since is as if it had been deleted after this insert.
-        held = await self._held_keys(connection, new_awards)
+        # A lone award gains nothing from it: its insert finds out as fast as the read would.
+        held = await self._held_keys(connection, new_awards) if len(new_awards) > 1 else set()
         recorded = []
         for award in new_awards:
             if (award.user_id, award.slug, award.level, award.award_key) in held:
